@@ -1,0 +1,86 @@
+"""The one console script, ``logowatch``: every package registers its own subcommands here.
+
+``workers`` is the composition root, so this is the only module that sees all packages. Each
+package exposes ``register(subparsers)`` in its ``cli`` module and keeps heavy imports
+(TensorFlow, Kafka) inside the command handlers, so ``logowatch --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from analytics.errors import AnalyticsError
+from detector.errors import DetectorError
+from ingest.errors import IngestError
+from workers.errors import WorkerError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    AnalyticsError,
+    DetectorError,
+    IngestError,
+    WorkerError,
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose errors are one line and exit 2, never a usage dump or a traceback."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from analytics import cli as analytics_cli
+    from detector import cli as detector_cli
+    from ingest import cli as ingest_cli
+    from workers import commands as worker_commands
+
+    return [
+        worker_commands.register,
+        ingest_cli.register,
+        detector_cli.register,
+        analytics_cli.register,
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="logowatch",
+        description="Brand analytics from social-media images.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOGOWATCH_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging verbosity (env LOGOWATCH_LOG_LEVEL; default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"logowatch {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"logowatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
