@@ -1,0 +1,173 @@
+"""The database schema: Postgres is the system of record, and these tables are its contract.
+
+Every writer (worker, ingest checkpoints, rescore) and every reader (views, reports, dashboards)
+goes through these definitions; Alembic migrations are generated from them and a test checks the
+two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+IMAGE_STATUSES = (
+    "pending",
+    "ok",
+    "fetch_failed",
+    "not_image",
+    "too_large",
+    "blocked",
+    "decode_failed",
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Post(Base):
+    """One post with one image; carousel children are posts of their own (``<id>:<index>``)."""
+
+    __tablename__ = "posts"
+
+    post_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    author: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    hashtags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default="{}"
+    )
+    mentions: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default="{}"
+    )
+    image_url: Mapped[str] = mapped_column(Text, nullable=False)
+    permalink: Mapped[str | None] = mapped_column(Text)
+    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ingested_at: Mapped[datetime] = _now()
+    image_status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default="pending"
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint(
+            "image_status IN (" + ", ".join(f"'{s}'" for s in IMAGE_STATUSES) + ")",
+            name="image_status",
+        ),
+        Index(None, "posted_at"),
+        Index(None, "author"),
+    )
+
+
+class Model(Base):
+    """A model bundle that has written detections: its brands, thresholds and metrics."""
+
+    __tablename__ = "models"
+
+    model_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    backbone: Mapped[str] = mapped_column(Text, nullable=False)
+    brands: Mapped[dict[str, float]] = mapped_column(JSONB, nullable=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+
+
+class Detection(Base):
+    """One brand head's verdict on one post's image, for one model version.
+
+    ``posted_at`` is copied from the post so the dashboards' hottest query (a brand over time)
+    is one index range scan.
+    """
+
+    __tablename__ = "detections"
+
+    post_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("posts.post_id", ondelete="CASCADE"), primary_key=True
+    )
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    model_version: Mapped[str] = mapped_column(
+        Text, ForeignKey("models.model_version"), primary_key=True
+    )
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    present: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # x0, y0, x1, y1 of the best-scoring tile in image pixels; NULL when the whole image won.
+    region: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    detected_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
+        CheckConstraint("region IS NULL OR cardinality(region) = 4", name="region_box"),
+        Index(None, "brand", "posted_at"),
+        Index(None, "model_version"),
+    )
+
+
+class Embedding(Base):
+    """The backbone's embedding of a post's image, float16 bytes, so heads can be re-scored
+    over history without fetching images again (CDN URLs expire)."""
+
+    __tablename__ = "embeddings"
+
+    post_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("posts.post_id", ondelete="CASCADE"), primary_key=True
+    )
+    backbone: Mapped[str] = mapped_column(Text, primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint("octet_length(vector) = 2 * dim", name="vector_float16"),
+    )
+
+
+class IngestCheckpoint(Base):
+    """How far one ingest source got (a paging cursor and/or the newest timestamp seen)."""
+
+    __tablename__ = "ingest_checkpoints"
+
+    source_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    newest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _now()
+
+
+class ProducedPost(Base):
+    """Post ids the producers already sent, so a re-read source never produces one twice."""
+
+    __tablename__ = "produced_posts"
+
+    post_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_key: Mapped[str] = mapped_column(Text, nullable=False)
+    produced_at: Mapped[datetime] = _now()
