@@ -1,0 +1,23 @@
+# logowatch: one image for every role (ingest, detect, migrate, report...).
+# CPU by default; build the GPU variant with --build-arg EXTRAS=gpu.
+FROM python:3.11.11-slim-bookworm
+
+ARG EXTRAS=""
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2
+
+RUN useradd --create-home --uid 10001 logowatch
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ingest ./ingest
+COPY detector ./detector
+COPY workers ./workers
+COPY analytics ./analytics
+COPY migrations ./migrations
+COPY bench ./bench
+COPY deploy ./deploy
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
+
+USER logowatch
+EXPOSE 9100
+ENTRYPOINT ["logowatch"]
+CMD ["--help"]

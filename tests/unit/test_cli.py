@@ -1,0 +1,38 @@
+"""The console script answers bad flags with one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bogus"],
+        ["no-such-command"],
+        ["migrate", "--revision"],
+        ["services", "sideways"],
+        ["services", "up", "--kafka-port", "notanumber"],
+    ],
+)
+def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:
+    result = _run(*argv)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("logowatch")
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("services", "migrate"):
+        assert command in result.stdout
