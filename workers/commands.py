@@ -46,6 +46,128 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="downgrade to --revision instead of upgrading (e.g. base)")
     migrate.set_defaults(func=run_migrate)
 
+    detect = sub.add_parser(
+        "detect",
+        help="run the streaming detector worker (Kafka posts -> Postgres detections)",
+        description="Consume the posts topic in a consumer group, fetch and decode each image, "
+        "run the model bundle's backbone once per image and every brand head, and write posts, "
+        "detections and embeddings to Postgres. Offsets are committed only after the database "
+        "commit. Scale out by starting more workers with the same --group.",
+    )
+    add_worker_flags(detect)
+    detect.add_argument("--once", action="store_true",
+                        help="process what is in the topic now, then exit")
+    detect.set_defaults(func=run_detect)
+
+
+def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    env = config.env
+    p.add_argument("--model", required=model_required and not env("LOGOWATCH_MODEL"),
+                   default=env("LOGOWATCH_MODEL"),
+                   help="model bundle directory (env LOGOWATCH_MODEL)")
+    p.add_argument("--weights", default=env("LOGOWATCH_WEIGHTS"),
+                   help="backbone weights: imagenet, none or a file (default: as recorded in "
+                   "the bundle; env LOGOWATCH_WEIGHTS)")
+    p.add_argument("--bootstrap-servers", default=config.bootstrap_servers(),
+                   help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--database-url", default=config.database_url(),
+                   help="SQLAlchemy URL (env DATABASE_URL)")
+    p.add_argument("--topic", default=env("LOGOWATCH_TOPIC", "posts"),
+                   help="topic to consume (default posts; dead letters go to TOPIC.dlq)")
+    p.add_argument("--group", default=env("LOGOWATCH_GROUP", "logowatch-detectors"),
+                   help="consumer group (default logowatch-detectors)")
+    p.add_argument("--batch-size", type=_positive, default=32,
+                   help="images per inference batch (default 32)")
+    p.add_argument("--max-wait-ms", type=_positive, default=200,
+                   help="close a partial batch after this many ms (default 200)")
+    p.add_argument("--fetch-workers", type=_positive, default=16,
+                   help="threads fetching and decoding images (default 16)")
+    p.add_argument("--max-inflight", type=_positive, default=256,
+                   help="records in flight before partitions are paused (default 256)")
+    p.add_argument("--tiles", action="store_true",
+                   help="also score an overlapping grid of tiles per image (small logos); "
+                   "keeps the best score per brand and its region")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
+                   help="let the fetcher reach this exact non-public host:port (repeatable; "
+                   "for a local image server). Everything non-public is refused otherwise")
+    p.add_argument("--max-image-bytes", type=_positive, default=20 * 1024 * 1024,
+                   help="refuse images larger than this (default 20 MiB)")
+    p.add_argument("--fetch-timeout", type=float, default=10.0,
+                   help="read timeout per request in seconds; the total per image is twice "
+                   "this (default 10)")
+    p.add_argument("--fetch-retries", type=int, default=2,
+                   help="retries on timeouts and 5xx, with jittered back-off (default 2)")
+    p.add_argument("--metrics-port", type=int,
+                   default=int(env("LOGOWATCH_METRICS_PORT", "9100") or 9100),
+                   help="serve /metrics, /healthz, /readyz here; -1 disables (default 9100; "
+                   "env LOGOWATCH_METRICS_PORT)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish in-flight work on shutdown or revoke (default 30)")
+    p.add_argument("--pseudonymise-authors", action="store_true",
+                   help="store authors as a keyed HMAC (key from env LOGOWATCH_AUTHOR_KEY)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def worker_config(args: argparse.Namespace, bundle: object) -> object:
+    from detector.preprocess import TileSpec
+
+    from workers.fetch import FetchConfig
+    from workers.worker import WorkerConfig
+
+    pseudonymise = None
+    if args.pseudonymise_authors:
+        key = config.env("LOGOWATCH_AUTHOR_KEY")
+        if not key:
+            raise WorkerError("--pseudonymise-authors needs LOGOWATCH_AUTHOR_KEY in the env")
+        from analytics.privacy import pseudonymise as hmac_author
+
+        def pseudonymise(author: str) -> str:
+            return hmac_author(author, key)
+
+    tiles = None
+    if args.tiles:
+        tiles = getattr(bundle, "tiles", None) or TileSpec()
+    return WorkerConfig(
+        bootstrap=args.bootstrap_servers, database_url=args.database_url, topic=args.topic,
+        group=args.group, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
+        fetch_workers=args.fetch_workers, max_inflight=args.max_inflight, tiles=tiles,
+        fetch=FetchConfig(max_bytes=args.max_image_bytes, read_timeout=args.fetch_timeout,
+                          total_timeout=2 * args.fetch_timeout, retries=args.fetch_retries,
+                          allow_hosts=args.allow_host, pool_size=args.fetch_workers),
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
+        pseudonymise=pseudonymise, kafka_options=config.kafka_security(),
+    )
+
+
+def load_model(args: argparse.Namespace) -> object:
+    from detector.bundle import load_bundle
+
+    bundle = load_bundle(args.model, weights=args.weights, batch_size=args.batch_size)
+    return bundle
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from workers.worker import Worker
+
+    bundle = load_model(args)
+    worker = Worker(worker_config(args, bundle), bundle)  # type: ignore[arg-type]
+    worker.install_signal_handlers()
+    print(f"detector: model {bundle.version} ({len(bundle.brands)} brands), "  # type: ignore[attr-defined]
+          f"topic {args.topic}, group {args.group}, batch {args.batch_size}"
+          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port >= 0 else ""))
+    worker.run()
+    return 0
+
 
 def run_migrate(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError

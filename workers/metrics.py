@@ -1,0 +1,119 @@
+"""Prometheus metrics of the detector worker, and its /metrics, /healthz and /readyz server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter("logowatch_worker_records_total",
+                               "Records consumed, by outcome (ok, image_failed, dead_letter)",
+                               ["outcome"], registry=r)
+        self.images = Counter("logowatch_worker_images_total",
+                              "Images by final image status", ["status"], registry=r)
+        self.dlq = Counter("logowatch_worker_dlq_total",
+                           "Records sent to the dead-letter topic, by reason kind",
+                           ["reason"], registry=r)
+        self.detections = Counter("logowatch_worker_detections_total",
+                                  "Brand detections written with present=true", ["brand"],
+                                  registry=r)
+        self.batch_size = Histogram("logowatch_worker_batch_size", "Images per inference batch",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("logowatch_worker_stage_seconds",
+                                       "Seconds spent per stage (fetch and decode per image; "
+                                       "inference and database per batch)", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.end_to_end = Histogram("logowatch_worker_end_to_end_seconds",
+                                    "Kafka record timestamp to database commit",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.inflight = Gauge("logowatch_worker_inflight", "Records consumed, not yet committed",
+                              registry=r)
+        self.paused = Gauge("logowatch_worker_paused_partitions",
+                            "Partitions paused for backpressure", registry=r)
+        self.lag = Gauge("logowatch_worker_consumer_lag",
+                         "End offset minus committed offset", ["topic", "partition"], registry=r)
+        self.db_errors = Counter("logowatch_worker_db_errors_total",
+                                 "Database transactions that failed and were retried",
+                                 registry=r)
+        self.commits = Counter("logowatch_worker_offset_commits_total",
+                               "Offset commits sent to Kafka", registry=r)
+        self.model_info = Gauge("logowatch_worker_model_info", "The loaded model (value 1)",
+                                ["model_version", "backbone"], registry=r)
+
+
+class Health:
+    """Liveness: the poll loop ran recently and the database answers. Readiness: also
+    partitions assigned and the model loaded."""
+
+    def __init__(self, stall_after: float = 120.0) -> None:
+        self.stall_after = stall_after
+        self.last_loop = time.monotonic()
+        self.db_ok = True
+        self.model_loaded = False
+        self.assigned = 0
+
+    def beat(self) -> None:
+        self.last_loop = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        if time.monotonic() - self.last_loop > self.stall_after:
+            return False, "poll loop stalled"
+        if not self.db_ok:
+            return False, "database unreachable (retrying)"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        ok, why = self.live()
+        if not ok:
+            return ok, why
+        if not self.model_loaded:
+            return False, "model not loaded"
+        if self.assigned == 0:
+            return False, "no partitions assigned"
+        return True, "ok"
+
+
+def serve(metrics: WorkerMetrics, health: Health, port: int,
+          host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, why = health.live() if path == "/healthz" else health.ready()
+                self._send(200 if ok else 503, why.encode() + b"\n", "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

@@ -1,0 +1,99 @@
+"""Writing results to Postgres: one transaction per batch, upserts on the natural keys.
+
+Redelivery after a crash or a rebalance writes the same rows again, and ``ON CONFLICT`` turns
+that into an update, so at-least-once delivery never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from analytics.schema import Detection, Embedding, Model, Post
+
+log = logging.getLogger(__name__)
+
+POST_UPDATE = ("source", "author", "caption", "hashtags", "mentions", "image_url", "permalink",
+               "posted_at", "image_status", "error", "extra")
+
+
+class ResultWriter:
+    def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
+        self.engine = create_engine(database_url, pool_pre_ping=True, pool_size=pool_size,
+                                    max_overflow=0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def register_model(self, version: str, backbone: str, thresholds: dict[str, float],
+                       metrics: dict[str, Any]) -> None:
+        stmt = insert(Model).values(model_version=version, backbone=backbone,
+                                    brands=thresholds, metrics=metrics)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_version"]))
+
+    def write(self, posts: list[dict[str, Any]], detections: list[dict[str, Any]],
+              embeddings: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            if posts:
+                # Two records of one post in a batch: the later one wins, as it would across
+                # batches. Postgres refuses one statement touching the same key twice.
+                unique = list({p["post_id"]: p for p in posts}.values())
+                stmt = insert(Post).values(unique)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["post_id"],
+                    set_={c: stmt.excluded[c] for c in POST_UPDATE},
+                ))
+            if detections:
+                keyed = {(d["post_id"], d["brand"], d["model_version"]): d for d in detections}
+                stmt = insert(Detection).values(list(keyed.values()))
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["post_id", "brand", "model_version"],
+                    set_={c: stmt.excluded[c] for c in ("score", "present", "region",
+                                                         "posted_at", "detected_at")},
+                ))
+            if embeddings:
+                keyed_e = {(e["post_id"], e["backbone"]): e for e in embeddings}
+                stmt = insert(Embedding).values(list(keyed_e.values()))
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["post_id", "backbone"],
+                    set_={c: stmt.excluded[c] for c in ("dim", "vector", "created_at")},
+                ))
+
+
+def retry_forever(
+    action: Callable[[], None], *, should_stop: Callable[[], bool],
+    on_error: Callable[[BaseException], None], on_ok: Callable[[], None],
+    first_delay: float = 0.5, max_delay: float = 15.0,
+) -> bool:
+    """Run ``action`` until it succeeds (True) or ``should_stop`` says give up (False).
+
+    Only connection-level failures are retried: a constraint violation is a bug and raises.
+    """
+    delay = first_delay
+    while True:
+        try:
+            action()
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not (
+                isinstance(exc, OperationalError) or exc.connection_invalidated
+            ):
+                raise
+            on_error(exc)
+            log.warning("database write failed, retrying in %.1fs: %s", delay,
+                        str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            stop_at = time.monotonic() + delay
+            while time.monotonic() < stop_at:
+                if should_stop():
+                    return False
+                time.sleep(0.1)
+            delay = min(max_delay, delay * 2)
+            continue
+        on_ok()
+        return True

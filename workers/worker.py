@@ -1,0 +1,284 @@
+"""The detector worker: one Kafka consumer in a group, turning posts into Postgres rows.
+
+The main thread owns the consumer (it is not thread-safe) and only polls, submits, moves
+finished work along and commits. Offsets are committed only after the database transaction
+that holds their results, about once a second, and always on revoke and on shutdown, through
+the same drain-and-commit path.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from detector.preprocess import TileSpec
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from workers import stages
+from workers.fetch import FetchConfig, Fetcher
+from workers.metrics import Health, WorkerMetrics, serve
+from workers.offsets import OffsetTracker
+from workers.sink import ResultWriter, retry_forever
+from workers.strategy import BatchStep, Message, MessageRejected, RunInThreads, Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    bootstrap: str
+    database_url: str
+    topic: str = "posts"
+    group: str = "logowatch-detectors"
+    dlq_topic: str | None = None
+    batch_size: int = 32
+    max_wait_ms: int = 200
+    fetch_workers: int = 16
+    max_inflight: int = 256
+    tiles: TileSpec | None = None
+    max_pixels: int = 40_000_000
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    commit_interval: float = 1.0
+    drain_timeout: float = 30.0
+    metrics_port: int | None = None
+    once: bool = False
+    dlq_window: int = 200
+    dlq_max_ratio: float = 0.5
+    pseudonymise: Any = None
+    kafka_options: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker(ConsumerRebalanceListener):
+    def __init__(self, config: WorkerConfig, bundle: Any,
+                 metrics: WorkerMetrics | None = None) -> None:
+        self.config = config
+        self.bundle = bundle
+        self.metrics = metrics or WorkerMetrics()
+        self.health = Health()
+        self.health.model_loaded = True
+        self.tracker = OffsetTracker()
+        self.stop_event = threading.Event()
+        self.paused = False
+        self.carry: list[Message[Any]] = []
+        self._last_commit = 0.0
+        self._last_lag = 0.0
+        self.end_offsets: dict[TopicPartition, int] | None = None
+        self.metrics.model_info.labels(model_version=bundle.version,
+                                       backbone=bundle.backbone_id).set(1)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=config.bootstrap, group_id=config.group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=max(config.batch_size, 64),
+            max_poll_interval_ms=300_000, **config.kafka_options,
+        )
+        self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
+                                      **config.kafka_options)
+        self.writer = ResultWriter(config.database_url)
+        self.fetcher = Fetcher(config.fetch)
+        self.chain = self._build_chain()
+        self._server = (serve(self.metrics, self.health, config.metrics_port)
+                        if config.metrics_port is not None else None)
+
+    # -- the chain ---------------------------------------------------------------------
+    def _build_chain(self) -> stages.ParseStep:
+        c = self.config
+        done = Sink(self._finished, self._maybe_commit)
+        write = RunInThreads(self._write, done, workers=1, max_pending=2, name="db")
+        infer = RunInThreads(partial(stages.infer, bundle=self.bundle, metrics=self.metrics),
+                             write, workers=1, max_pending=2, name="model")
+        batch = BatchStep(infer, size=c.batch_size, max_wait=c.max_wait_ms / 1000)
+        fetch = RunInThreads(
+            partial(stages.fetch_and_prepare, fetcher=self.fetcher,
+                    size=self.bundle.input_size, tiles=c.tiles, max_pixels=c.max_pixels,
+                    metrics=self.metrics),
+            batch, workers=c.fetch_workers, max_pending=c.max_inflight, name="fetch",
+        )
+        dead = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq", self.metrics,
+                                  window=c.dlq_window, max_ratio=c.dlq_max_ratio)
+        return stages.ParseStep(dead, fetch)
+
+    def _write(self, batch: Any) -> Any:
+        posts, detections, embeddings = stages.rows_for(batch, self.bundle,
+                                                        self.config.pseudonymise)
+        started = time.perf_counter()
+
+        def failed(_: BaseException) -> None:
+            self.health.db_ok = False
+            self.metrics.db_errors.inc()
+
+        def recovered() -> None:
+            self.health.db_ok = True
+
+        ok = retry_forever(lambda: self.writer.write(posts, detections, embeddings),
+                           should_stop=self._abandon_writes, on_error=failed, on_ok=recovered)
+        if not ok:
+            raise _Abandoned
+        self.metrics.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
+        now = time.time()
+        for m in batch.messages:
+            if m.timestamp_ms > 0:
+                self.metrics.end_to_end.observe(max(0.0, now - m.timestamp_ms / 1000))
+            outcome = ("dead_letter" if m.payload.status == stages.DEAD
+                       else "ok" if m.payload.status == "ok" else "image_failed")
+            self.metrics.records.labels(outcome=outcome).inc()
+            if m.payload.record is not None:
+                self.metrics.images.labels(status=m.payload.status).inc()
+        for d in detections:
+            if d["present"]:
+                self.metrics.detections.labels(brand=d["brand"]).inc()
+        return batch
+
+    def _abandon_writes(self) -> bool:
+        return self.stop_event.is_set() and time.monotonic() > self._drain_deadline
+
+    _drain_deadline = float("inf")
+
+    def _finished(self, message: Message[Any]) -> None:
+        for m in message.payload.messages:
+            self.tracker.finished((m.topic, m.partition), m.offset)
+
+    # -- offsets -----------------------------------------------------------------------
+    def _maybe_commit(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_commit < self.config.commit_interval:
+            return
+        offsets = self.tracker.to_commit()
+        self._last_commit = time.monotonic()
+        if not offsets:
+            return
+        self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        self.tracker.mark_committed(offsets)
+        self.metrics.commits.inc()
+
+    def _drain(self, timeout: float) -> None:
+        """Finish what is in flight (or give up at the deadline) and commit it."""
+        self.carry = []
+        self.chain.join(timeout)
+        self._maybe_commit(force=True)
+
+    # -- rebalance -----------------------------------------------------------------------
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = [(tp.topic, tp.partition) for tp in revoked]
+        log.info("partitions revoked: %s; draining", parts)
+        self._drain(self.config.drain_timeout)
+        self.tracker.forget(parts)
+        self._set_paused(False)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self.health.assigned = len(self.consumer.assignment())
+        self.paused = False
+        self.metrics.paused.set(0)
+
+    def _set_paused(self, paused: bool) -> None:
+        assignment = list(self.consumer.assignment())
+        if paused and not self.paused:
+            self.consumer.pause(*assignment)
+        elif not paused and self.paused:
+            self.consumer.resume(*assignment)
+        self.paused = paused
+        self.metrics.paused.set(len(assignment) if paused else 0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _offer(self) -> None:
+        """Submit carried-over messages; pause the partitions while the chain is full."""
+        while self.carry:
+            try:
+                self.chain.submit(self.carry[0])
+            except MessageRejected:
+                self._set_paused(True)
+                return
+            self.carry.pop(0)
+        self._set_paused(False)
+
+    def _poll_once(self) -> None:
+        self.health.beat()
+        if not self.carry:
+            batches = self.consumer.poll(timeout_ms=100 if not self.paused else 50)
+            for tp, records in batches.items():
+                for r in records:
+                    self.tracker.started((tp.topic, tp.partition), r.offset)
+                    self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
+        else:
+            self.consumer.poll(timeout_ms=50)  # keeps the group membership alive
+        self._offer()
+        self.chain.poll()
+        self.metrics.inflight.set(self.tracker.in_flight())
+        if time.monotonic() - self._last_lag > 5:
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        self._last_lag = time.monotonic()
+        assignment = list(self.consumer.assignment())
+        if not assignment:
+            return
+        ends = self.consumer.end_offsets(assignment)
+        for tp in assignment:
+            committed = self.tracker.committable((tp.topic, tp.partition))
+            if committed is None:
+                committed = self.consumer.committed(tp) or 0
+            self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, ends.get(tp, 0) - committed))
+
+    def _caught_up(self) -> bool:
+        """``--once``: every partition's committed offset reached the end seen at start."""
+        if self.end_offsets is None:
+            parts = self.consumer.partitions_for_topic(self.config.topic)
+            if not parts:
+                return False
+            tps = [TopicPartition(self.config.topic, p) for p in parts]
+            self.end_offsets = self.consumer.end_offsets(tps)
+        if self.tracker.in_flight() or self.carry:
+            return False
+        for tp, end in self.end_offsets.items():
+            done = self.tracker.committable((tp.topic, tp.partition))
+            if done is None:
+                done = self.consumer.committed(tp) or 0
+            if done < end:
+                return False
+        return True
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.config.topic], listener=self)
+        try:
+            while not self.stop_event.is_set():
+                self._poll_once()
+                if self.config.once and self._caught_up():
+                    break
+        finally:
+            self.shutdown()
+
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping: draining in-flight work (up to %.0fs)", self.config.drain_timeout)
+            self._drain_deadline = time.monotonic() + self.config.drain_timeout
+            self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def shutdown(self) -> None:
+        if self._drain_deadline == float("inf"):
+            self._drain_deadline = time.monotonic() + self.config.drain_timeout
+        try:
+            self._drain(self.config.drain_timeout)
+        except _Abandoned:
+            log.warning("database unreachable at shutdown: uncommitted work will be redone")
+        finally:
+            self.chain.close()
+            self.consumer.close()  # leaves the group at once, so partitions move now
+            self.producer.close(timeout=5)
+            self.writer.close()
+            self.fetcher.close()
+            if self._server is not None:
+                self._server.shutdown()
+
+
+class _Abandoned(Exception):
+    """The database stayed down past the drain deadline."""
