@@ -1,0 +1,241 @@
+"""The model bundle: brand heads + thresholds + metadata in one directory, and its loader.
+
+Layout of a bundle directory:
+
+    bundle.json   metadata: backbone (name, weights provenance, digest, input size),
+                  preprocess version, brands, thresholds, tiles, training data fingerprint,
+                  metrics, created_at, version
+    heads.npz     mean, scale (embedding standardisation), kernel (D, B), bias (B,)
+
+Heads are stored as plain arrays, not a Keras file: a head is dropout + dense + sigmoid and
+dropout is off at inference, so scoring is one matrix product that any process can run on
+stored embeddings without TensorFlow. The version id is derived from the content, so the same
+heads and thresholds always get the same id (results are upserted on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.errors import DetectorError
+from detector.preprocess import PREPROCESS_VERSION, TileSpec, prepare
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+META_FILE, HEADS_FILE = "bundle.json", "heads.npz"
+
+
+class BundleMismatchError(DetectorError):
+    """The bundle was trained for another backbone, weights or preprocessing."""
+
+
+@dataclass
+class Heads:
+    """Linear sigmoid heads over a standardised embedding, one column per brand."""
+
+    brands: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    kernel: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        z = (np.asarray(embeddings, np.float32) - self.mean) / self.scale
+        return (z @ self.kernel + self.bias).astype(np.float32)
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 (N, D) → float32 (N, B) probabilities, every brand in one product."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.mean.shape[0]:
+            raise DetectorError(
+                f"embeddings must be (N, {self.mean.shape[0]}), got {embeddings.shape}"
+            )
+        with np.errstate(over="ignore"):
+            return (1.0 / (1.0 + np.exp(-self.logits(embeddings)))).astype(np.float32)
+
+    def with_brand(self, brand: str, kernel: np.ndarray, bias: float) -> Heads:
+        """A copy with one brand's head added or replaced; the other heads stay as they are."""
+        brands, k, b = list(self.brands), self.kernel.copy(), self.bias.copy()
+        if brand in brands:
+            i = brands.index(brand)
+            k[:, i], b[i] = kernel, bias
+        else:
+            brands.append(brand)
+            k = np.concatenate([k, kernel.reshape(-1, 1)], axis=1)
+            b = np.append(b, bias)
+        return Heads(brands, self.mean, self.scale, k.astype(np.float32), b.astype(np.float32))
+
+    def digest(self) -> str:
+        h = hashlib.sha256(json.dumps(self.brands).encode())
+        for a in (self.mean, self.scale, self.kernel, self.bias):
+            h.update(np.ascontiguousarray(a, np.float32).tobytes())
+        return h.hexdigest()
+
+
+def _version(heads: Heads, thresholds: dict[str, float], backbone_id: str, tiles: Any) -> str:
+    doc = json.dumps([heads.digest(), thresholds, backbone_id, tiles], sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:12]
+
+
+def save_bundle(
+    out_dir: str | Path,
+    *,
+    backbone: dict[str, Any],
+    heads: Heads,
+    thresholds: dict[str, float],
+    tiles: TileSpec | None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle; `backbone` is `Backbone.describe()`. Returns the directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = set(heads.brands) - set(thresholds)
+    if missing:
+        raise DetectorError(f"no threshold for brands {sorted(missing)}")
+    thresholds = {b: float(thresholds[b]) for b in heads.brands}
+    tiles_doc = None if tiles is None else {"grid": tiles.grid, "overlap": tiles.overlap}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "backbone": backbone,
+        "backbone_id": backbone["backbone_id"],
+        "preprocess_version": PREPROCESS_VERSION,
+        "brands": heads.brands,
+        "thresholds": thresholds,
+        "tiles": tiles_doc,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    meta["version"] = _version(heads, thresholds, backbone["backbone_id"], tiles_doc)
+    np.savez(out / HEADS_FILE, mean=heads.mean, scale=heads.scale, kernel=heads.kernel,
+             bias=heads.bias)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+class Bundle:
+    """A loaded bundle: heads, thresholds and (unless `embed=False`) its backbone."""
+
+    def __init__(self, path: Path, metadata: dict[str, Any], heads: Heads, backbone: Any) -> None:
+        self.path, self.metadata, self.heads, self.backbone = path, metadata, heads, backbone
+        self.version: str = metadata["version"]
+        self.brands: list[str] = list(heads.brands)
+        self.thresholds: dict[str, float] = dict(metadata["thresholds"])
+        self.backbone_id: str = metadata["backbone_id"]
+        self.input_size: int = int(metadata["backbone"]["input_size"])
+        t = metadata.get("tiles")
+        self.tiles: TileSpec | None = TileSpec(t["grid"], t["overlap"]) if t else None
+
+    @property
+    def batch_size(self) -> int:
+        return self._need_backbone().batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._need_backbone().batch_size = value
+
+    def _need_backbone(self) -> Any:
+        if self.backbone is None:
+            raise DetectorError("bundle was loaded with embed=False: no backbone to run")
+        return self.backbone
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) → float32 (N, D), fixed batch shape, no retracing."""
+        return self._need_backbone().embed(pixels)
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 (N, D) → float32 (N, len(brands)) probabilities."""
+        return self.heads.score(np.asarray(embeddings, np.float32))
+
+    def present(self, scores: np.ndarray) -> np.ndarray:
+        """bool (N, B): score >= the brand's threshold."""
+        return scores >= np.array([self.thresholds[b] for b in self.brands], np.float32)
+
+    def score_image(self, data: bytes, *, tiles: bool = True) -> np.ndarray:
+        """Bytes → (B,) scores, the max over the whole image and (by default) the tiles.
+
+        The thresholds were tuned for exactly this aggregation (see metadata "tiles").
+        """
+        spec = self.tiles if tiles else None
+        parts = prepare(data, self.input_size, tiles=spec)
+        scores = self.score(self.embed(np.stack([t.pixels for t in parts])))
+        return scores.max(axis=0)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        meta = json.loads((p / META_FILE).read_text())
+    except FileNotFoundError as exc:
+        raise DetectorError(f"{p} is not a model bundle (no {META_FILE})") from exc
+    except json.JSONDecodeError as exc:
+        raise DetectorError(f"{p / META_FILE} is not valid JSON: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise BundleMismatchError(f"bundle format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+def _weights_source(meta: dict[str, Any], weights: str | None) -> str:
+    recorded = meta["backbone"]["weights"]
+    if weights is not None:
+        return weights
+    if recorded.startswith("random("):
+        return "none"
+    if recorded == "imagenet":
+        return "imagenet"
+    raise BundleMismatchError(
+        f"bundle was trained on backbone weights {recorded}; pass that file with --weights"
+    )
+
+
+def load_bundle(
+    path: str | Path,
+    *,
+    weights: str | None = None,
+    backbone: Any = None,
+    embed: bool = True,
+    batch_size: int = 32,
+) -> Bundle:
+    """Load and verify a bundle.
+
+    Refuses (BundleMismatchError) a bundle whose preprocessing differs from this code's, or
+    whose backbone id differs from the backbone built here (or passed in as `backbone`, to
+    share one backbone between bundles). Warns on every load when the weights are random.
+    """
+    p = Path(path)
+    meta = read_metadata(p)
+    if meta["preprocess_version"] != PREPROCESS_VERSION:
+        raise BundleMismatchError(
+            f"bundle {p} was trained with preprocessing {meta['preprocess_version']}, "
+            f"this code does {PREPROCESS_VERSION}: retrain or use the matching release"
+        )
+    with np.load(p / HEADS_FILE) as z:
+        heads = Heads(list(meta["brands"]), z["mean"], z["scale"], z["kernel"], z["bias"])
+    bb = meta["backbone"]
+    if heads.kernel.shape != (bb["embed_dim"], len(heads.brands)):
+        raise BundleMismatchError(f"heads shape {heads.kernel.shape} does not fit {bb}")
+    if embed and backbone is None:
+        from detector.model import Backbone
+
+        backbone = Backbone(bb["name"], weights=_weights_source(meta, weights),
+                            input_size=bb["input_size"], seed=bb.get("seed", 0),
+                            batch_size=batch_size)
+    if backbone is not None and backbone.backbone_id != meta["backbone_id"]:
+        raise BundleMismatchError(
+            f"bundle {p} needs backbone {meta['backbone_id']} ({bb['name']}@{bb['input_size']}, "
+            f"weights {bb['weights']}), got {backbone.backbone_id} ({backbone.name}@"
+            f"{backbone.input_size}, weights {backbone.provenance})"
+        )
+    if bb.get("random_weights"):
+        log.warning(
+            "MODEL BUNDLE %s (version %s) USES A RANDOM-WEIGHT BACKBONE (%s): its scores are "
+            "for tests and demos only, not for real brand analytics", p, meta["version"],
+            bb["weights"],
+        )
+    return Bundle(p, meta, heads, backbone)

@@ -1,0 +1,225 @@
+"""Image bytes → backbone-sized RGB arrays, for every odd thing a social-media feed sends.
+
+One pure function of the bytes (`prepare`), so workers can run it in a process pool and the
+bottleneck cache can key on the content hash alone.
+
+Crop/pad policy (part of `PREPROCESS_VERSION`): never crop and never distort. The long side
+of the image (or tile) is scaled to `size` and the short side is padded symmetrically with
+mid-grey (128, 128, 128). Cropping would cut logos near the border; squashing (retrain.py's
+policy) changes the shape of a wordmark with the aspect ratio of the photo.
+
+Tiles: the whole image first, then a `grid` x `grid` set of overlapping windows over the
+upright image, so a logo that covers 2% of a photo covers ~8% of some tile at the same
+backbone input size. Boxes are in the coordinates of the upright (EXIF-applied), full
+resolution image, whatever JPEG draft scaling was used to decode it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from detector.errors import DetectorError
+
+PREPROCESS_VERSION = "pp1-pad128-bilinear"
+PAD_VALUE = (128, 128, 128)
+DEFAULT_MAX_PIXELS = 40_000_000
+# Alpha is composited on white: transparent logos are drawn for white pages.
+ALPHA_BACKGROUND = (255, 255, 255)
+_MAGIC = (
+    b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+    b"\x00\x00\x01\x00",
+)
+# EXIF orientations 5..8 swap width and height.
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+class ImageError(DetectorError):
+    """An image that can never be scored; `status` is the value stored in Postgres."""
+
+    STATUSES = ("decode_failed", "too_large", "not_image")
+
+    def __init__(self, status: str, message: str) -> None:
+        if status not in self.STATUSES:
+            raise ValueError(f"unknown image status {status!r}")
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """A `grid` x `grid` set of windows; neighbours share `overlap` of a window's side.
+
+    Overlap keeps a logo that straddles a window border whole in at least one window.
+    """
+
+    grid: int = 2
+    overlap: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.grid < 1:
+            raise DetectorError(f"tile grid must be >= 1, got {self.grid}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise DetectorError(f"tile overlap must be in [0, 1), got {self.overlap}")
+
+    @property
+    def zoom(self) -> float:
+        """How much larger than the whole image one window is drawn at the same input size."""
+        return self.grid - (self.grid - 1) * self.overlap
+
+    def boxes(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """Windows over a `width` x `height` image, row by row."""
+        out = []
+        tw, th = width / self.zoom, height / self.zoom
+        for row in range(self.grid):
+            for col in range(self.grid):
+                x0, y0 = col * tw * (1 - self.overlap), row * th * (1 - self.overlap)
+                out.append((round(x0), round(y0), round(min(width, x0 + tw)),
+                            round(min(height, y0 + th))))
+        return out
+
+    def key(self) -> str:
+        return f"g{self.grid}o{self.overlap:g}"
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Backbone-ready pixels and where they came from (`box` None = the whole image)."""
+
+    pixels: np.ndarray
+    box: tuple[int, int, int, int] | None
+
+
+def _sniff_image(data: bytes) -> bool:
+    head = data[:16]
+    if head.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return True
+    return any(head.startswith(m) for m in _MAGIC)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageError("not_image", "empty body (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("too_large", f"image header claims too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        if _sniff_image(data):
+            raise ImageError("decode_failed", "image header is corrupt") from exc
+        raise ImageError(
+            "not_image", f"bytes are not an image (starts with {data[:12]!r})"
+        ) from exc
+    except Exception as exc:
+        raise ImageError("decode_failed", f"cannot read image header: {exc}") from exc
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError("too_large", f"{w}x{h} = {w * h} pixels is over the {max_pixels} limit")
+    if w < 1 or h < 1:
+        raise ImageError("decode_failed", f"image has no pixels ({w}x{h})")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Every Pillow mode to 8-bit RGB; alpha on white, 16-bit scaled (not clipped)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def _load_upright(
+    data: bytes, need: int, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode at the smallest JPEG DCT scale whose long side is still >= `need`.
+
+    Returns the upright RGB image and the full-resolution upright size (for box coordinates).
+    """
+    img = _open(data, max_pixels)
+    w, h = img.size
+    try:
+        orientation = int(img.getexif().get(0x0112, 1))
+    except Exception:
+        orientation = 1
+    full = (h, w) if orientation in _SWAPS_AXES else (w, h)
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        if img.format == "JPEG" and max(w, h) > need:
+            s = need / max(w, h)
+            img.draft("RGB", (max(1, math.ceil(w * s)), max(1, math.ceil(h * s))))
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        img = _to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError ...
+        raise ImageError("decode_failed", f"image data is corrupt or truncated: {exc}") from exc
+    return img, full
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Full-resolution upright RGB image of the first frame; raises `ImageError`."""
+    img, _ = _load_upright(data, need=1 << 30, max_pixels=max_pixels)
+    return img
+
+
+def fit_square(img: Image.Image, size: int) -> np.ndarray:
+    """The documented policy: long side to `size`, pad the short side with grey, no crop."""
+    w, h = img.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), PAD_VALUE)
+    canvas.paste(resized, ((size - nw) // 2, (size - nh) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def tiles_of(
+    img: Image.Image, full: tuple[int, int], size: int, tiles: TileSpec | None
+) -> list[Tile]:
+    """Whole image, then each window; boxes are mapped back to `full` coordinates."""
+    out = [Tile(fit_square(img, size), None)]
+    if tiles is None or tiles.grid < 2:
+        return out
+    sx, sy = img.size[0] / full[0], img.size[1] / full[1]
+    for box in tiles.boxes(*full):
+        x0, y0, x1, y1 = box
+        crop = img.crop((round(x0 * sx), round(y0 * sy), max(round(x1 * sx), round(x0 * sx) + 1),
+                         max(round(y1 * sy), round(y0 * sy) + 1)))
+        out.append(Tile(fit_square(crop, size), box))
+    return out
+
+
+def prepare(
+    data: bytes,
+    size: int,
+    *,
+    tiles: TileSpec | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[Tile]:
+    """Bytes → [whole image, *tiles] as (size, size, 3) uint8; raises `ImageError`.
+
+    JPEGs are decoded with DCT scaling to just the resolution the tiles need, which makes a
+    12-megapixel photo several times cheaper than a full decode.
+    """
+    need = math.ceil(size * (tiles.zoom if tiles else 1.0))
+    img, full = _load_upright(data, need=need, max_pixels=max_pixels)
+    return tiles_of(img, full, size, tiles)
