@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest_plugins = ["tests.support.http_server"]
+pytest_plugins = ["tests.support.http_server", "tests.support.model"]
 
 
 @pytest.fixture(scope="session")

@@ -33,14 +33,19 @@ class ResultWriter:
 
     def register_model(self, version: str, backbone: str, thresholds: dict[str, float],
                        metrics: dict[str, Any]) -> None:
-        stmt = insert(Model).values(model_version=version, backbone=backbone,
-                                    brands=thresholds, metrics=metrics)
-        with self.engine.begin() as conn:
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["model_version"]))
+        """The ``models`` row goes in with the first batch's transaction (detections refer
+        to it), so a database that is down at start-up is just another retried write."""
+        self._model = {"model_version": version, "backbone": backbone, "brands": thresholds,
+                       "metrics": metrics}
+
+    _model: dict[str, Any] | None = None
 
     def write(self, posts: list[dict[str, Any]], detections: list[dict[str, Any]],
               embeddings: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
+            if self._model is not None:
+                conn.execute(insert(Model).values(self._model)
+                             .on_conflict_do_nothing(index_elements=["model_version"]))
             if posts:
                 # Two records of one post in a batch: the later one wins, as it would across
                 # batches. Postgres refuses one statement touching the same key twice.
@@ -65,6 +70,7 @@ class ResultWriter:
                     index_elements=["post_id", "backbone"],
                     set_={c: stmt.excluded[c] for c in ("dim", "vector", "created_at")},
                 ))
+        self._model = None
 
 
 def retry_forever(

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from detector.preprocess import TileSpec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
 
+from detector.preprocess import TileSpec
 from workers import stages
 from workers.fetch import FetchConfig, Fetcher
 from workers.metrics import Health, WorkerMetrics, serve
@@ -80,6 +81,8 @@ class Worker(ConsumerRebalanceListener):
         self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
                                       **config.kafka_options)
         self.writer = ResultWriter(config.database_url)
+        self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
+                                   bundle.metadata.get("metrics", {}))
         self.fetcher = Fetcher(config.fetch)
         self.chain = self._build_chain()
         self._server = (serve(self.metrics, self.health, config.metrics_port)
@@ -138,6 +141,7 @@ class Worker(ConsumerRebalanceListener):
         return self.stop_event.is_set() and time.monotonic() > self._drain_deadline
 
     _drain_deadline = float("inf")
+    _closed = False
 
     def _finished(self, message: Message[Any]) -> None:
         for m in message.payload.messages:
@@ -151,7 +155,8 @@ class Worker(ConsumerRebalanceListener):
         self._last_commit = time.monotonic()
         if not offsets:
             return
-        self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                              for (t, p), o in offsets.items()})
         self.tracker.mark_committed(offsets)
         self.metrics.commits.inc()
 
@@ -163,6 +168,8 @@ class Worker(ConsumerRebalanceListener):
 
     # -- rebalance -----------------------------------------------------------------------
     def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._closed:  # consumer.close() revokes too; shutdown already drained
+            return
         parts = [(tp.topic, tp.partition) for tp in revoked]
         log.info("partitions revoked: %s; draining", parts)
         self._drain(self.config.drain_timeout)
@@ -271,6 +278,7 @@ class Worker(ConsumerRebalanceListener):
         except _Abandoned:
             log.warning("database unreachable at shutdown: uncommitted work will be redone")
         finally:
+            self._closed = True
             self.chain.close()
             self.consumer.close()  # leaves the group at once, so partitions move now
             self.producer.close(timeout=5)
