@@ -1,0 +1,188 @@
+"""``logowatch demo``: the whole pipeline on a demo feed, on a machine with nothing running.
+
+Starts Kafka and PostgreSQL locally (unless KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL point at
+running ones), migrates, trains a demo model on synthetic images when no model is given,
+serves a synthetic feed's images over HTTP on 127.0.0.1, ingests the feed into Kafka through
+the file source, runs the detector worker and prints what landed in Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from workers import commands
+from workers.errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+DEMO_BRANDS = ("acme", "globex", "initech")
+IMAGENET_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a synthetic demo feed (services included)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands.add_worker_flags(p, model_required=False)
+    p.add_argument("--once", action="store_true",
+                   help="process the demo feed, print the summary and exit (services stay up; "
+                   "`logowatch services down` stops them)")
+    p.add_argument("--posts", type=commands._positive, default=120,
+                   help="posts in the demo feed (default 120)")
+    p.add_argument("--state-dir", type=Path, default=commands.DEFAULT_STATE,
+                   help="services' data, the demo model and feed (default .logowatch)")
+    p.add_argument("--kafka-port", type=int, default=9092, help="local broker port (9092)")
+    p.add_argument("--postgres-port", type=int, default=5432, help="local Postgres port (5432)")
+    p.set_defaults(func=run_demo, metrics_port=9100)
+
+
+def _services(args: argparse.Namespace) -> tuple[str, str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"):
+        return args.bootstrap_servers, args.database_url
+    ns = argparse.Namespace(action="up", state_dir=args.state_dir, kafka_port=args.kafka_port,
+                            postgres_port=args.postgres_port, no_postgres=False)
+    commands.run_services(ns)
+    state = json.loads((args.state_dir.resolve() / "services.json").read_text())
+    return state["bootstrap"], state["database_url"]
+
+
+def _demo_weights() -> tuple[str, int]:
+    """ImageNet weights when Keras already has them (no download here), else random."""
+    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
+    if cached.exists():
+        return "imagenet", 299
+    return "none", 139
+
+
+def _demo_model(state_dir: Path) -> Path:
+    from detector.synth import generate
+    from detector.train import TrainConfig, train_bundle
+
+    weights, size = _demo_weights()
+    out = state_dir / f"demo-model-{weights}-{size}"
+    if (out / "metadata.json").exists():
+        print(f"demo: reusing the demo model in {out}")
+        return out
+    if weights == "none":
+        print("demo: no ImageNet weights on this machine: the demo model uses a RANDOM "
+              "backbone, so its detections are not meaningful (the plumbing is)")
+    data = state_dir / "demo-train"
+    if not (data / "manifest.csv").exists():
+        print("demo: drawing 160 synthetic training images")
+        generate(data, n_images=160, brands=DEMO_BRANDS, logo_fraction=0.5, seed=11)
+    print(f"demo: training brand heads on {weights} Inception v3 at {size}px")
+    cfg = TrainConfig(epochs=20, augment=1, patience=5, validation_pct=20.0)
+    return train_bundle(data, out, weights=weights, input_size=size, config=cfg)
+
+
+def _feed_images(state_dir: Path, n: int) -> tuple[Path, list[Any]]:
+    from detector.synth import generate
+
+    folder = state_dir / "demo-feed"
+    return folder, generate(folder, n_images=n, brands=DEMO_BRANDS, logo_fraction=0.4, seed=29)
+
+
+def _posts(rows: list[Any], base_url: str) -> list[dict[str, Any]]:
+    posts = []
+    for i, row in enumerate(rows):
+        # A third of the logo posts say the brand in text; the rest show it without saying it.
+        said = row.brands[0] if row.brands and i % 3 == 0 else None
+        if said is None and i % 7 == 0:
+            said = DEMO_BRANDS[i % 3]  # text-only mentions
+        caption = f"Weekend vibes #{said} with @{said}" if said else f"Weekend vibes, post {i}"
+        posts.append({"post_id": f"demo-{i:05d}", "source": "demo", "caption": caption,
+                      "image_url": f"{base_url}/{row.file}", "author": f"user{i % 17}",
+                      "posted_at": f"2024-05-{1 + i % 28:02d}T12:00:00Z"})
+    return posts
+
+
+def _serve(folder: Path) -> ThreadingHTTPServer:
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(folder)))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="demo-images", daemon=True).start()
+    return server
+
+
+def _produce(bootstrap: str, topic: str, posts: list[dict[str, Any]], path: Path) -> None:
+    from ingest.files import produce_file
+
+    path.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    summary = produce_file(path, bootstrap=bootstrap, topic=topic, fmt="jsonl")
+    print(f"demo: ingested the feed into Kafka topic {topic!r}: {summary}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from workers import migrate
+    from workers.worker import Worker
+
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    bootstrap, database_url = _services(args)
+    args.bootstrap_servers, args.database_url = bootstrap, database_url
+    migrate.upgrade(database_url)
+    print("demo: database migrated")
+    model = Path(args.model) if args.model else _demo_model(state_dir)
+    args.model = str(model)
+    bundle = commands.load_model(args)
+    folder, rows = _feed_images(state_dir, args.posts)
+    server = _serve(folder)
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        _produce(bootstrap, args.topic, _posts(rows, f"http://{host}"),
+                 state_dir / "demo-feed.jsonl")
+        args.allow_host = [*args.allow_host, host]
+        worker = Worker(commands.worker_config(args, bundle), bundle)  # type: ignore[arg-type]
+        worker.install_signal_handlers()
+        where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port >= 0
+                 else "off")
+        print(f"demo: detector running (metrics: {where}); "
+              + ("processing the feed once" if args.once else "Ctrl-C to stop"))
+        worker.run()
+    finally:
+        server.shutdown()
+    _summary(database_url, bundle)
+    return 0
+
+
+def _summary(database_url: str, bundle: Any) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            statuses = conn.execute(text(
+                "SELECT image_status, count(*) FROM posts GROUP BY 1 ORDER BY 1")).all()
+            brands = conn.execute(text(
+                "SELECT d.brand, count(*) FILTER (WHERE d.present), "
+                "count(*) FILTER (WHERE d.present AND NOT (p.caption ILIKE '%' || d.brand || "
+                "'%')) FROM detections d JOIN posts p USING (post_id) "
+                "WHERE d.model_version = :v GROUP BY 1 ORDER BY 1"), {"v": bundle.version}).all()
+            total = conn.execute(text("SELECT count(*) FROM detections")).scalar_one()
+    finally:
+        engine.dispose()
+    if not statuses:
+        raise WorkerError("the demo wrote no rows: see the log above")
+    print("\nposts by image status: " + ", ".join(f"{s}={n}" for s, n in statuses))
+    print(f"detection rows: {total} (model {bundle.version})")
+    print(f"{'brand':<10} {'in image':>9} {'image only':>11}")
+    for brand, seen, image_only in brands:
+        print(f"{brand:<10} {seen:>9} {image_only:>11}")
+    print(f"\nquery it: psql '{database_url.replace('+psycopg2', '')}'")
+    print("stop the services: logowatch services down")
+
