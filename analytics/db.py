@@ -22,10 +22,14 @@ def transaction(database_url: str | None) -> Iterator[Connection]:
         raise AnalyticsError("no database: pass --database-url or set DATABASE_URL")
     engine = create_engine(database_url, poolclass=pool.NullPool)
     try:
-        with engine.begin() as conn:
+        try:
+            conn = engine.connect()
+        except OperationalError as exc:
+            raise AnalyticsError(f"cannot reach the database: {_first_line(exc)}") from None
+        with conn, conn.begin():
             yield conn
-    except OperationalError as exc:
-        raise AnalyticsError(f"cannot reach the database: {_first_line(exc)}") from None
+    except OperationalError as exc:  # e.g. the reader role's statement_timeout
+        raise AnalyticsError(f"database error: {_first_line(exc)}") from None
     except ProgrammingError as exc:
         code = getattr(exc.orig, "pgcode", None)
         if code == "42P01":  # undefined_table

@@ -84,3 +84,12 @@ def test_report_on_an_unknown_brand_fails_in_one_line(
     assert main(["report", "--brand", "acme", "--database-url", db]) == 1
     err = capsys.readouterr().err
     assert "unknown brand 'acme' (known: adidas, nike, patagonia" in err and "Traceback" not in err
+
+
+def test_commands_fail_in_one_line_when_the_database_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql+psycopg2://u@127.0.0.1:1/none"
+    assert main(["forget", "--post", "x", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the database" in err and "Traceback" not in err
