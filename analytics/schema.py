@@ -171,3 +171,55 @@ class ProducedPost(Base):
     post_id: Mapped[str] = mapped_column(Text, primary_key=True)
     source_key: Mapped[str] = mapped_column(Text, nullable=False)
     produced_at: Mapped[datetime] = _now()
+
+
+ALIAS_KINDS = ("word", "hashtag", "mention")
+
+
+class Brand(Base):
+    """A brand marketers ask about; ``brand`` is the name the detector's head uses for it."""
+
+    __tablename__ = "brands"
+
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class BrandAlias(Base):
+    """How a brand is said in text: a caption word/phrase, a hashtag or an @handle.
+
+    Stored as typed (without ``#``/``@``); the views fold case and accents on both sides, so
+    the matching rule lives in one SQL function and reports and dashboards count alike.
+    """
+
+    __tablename__ = "brand_aliases"
+
+    brand: Mapped[str] = mapped_column(
+        Text, ForeignKey("brands.brand", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    alias: Mapped[str] = mapped_column(Text, primary_key=True)
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in ALIAS_KINDS) + ")", name="alias_kind"
+        ),
+        CheckConstraint("length(btrim(alias)) > 0", name="alias_not_blank"),
+    )
+
+
+class BrandModelPin(Base):
+    """An explicit choice of model version for a brand, overriding "the newest model with it".
+
+    Without a pin the views use the newest model (``models.created_at``) that has a head for
+    the brand; a pin keeps dashboards on a known version while a new one is evaluated.
+    """
+
+    __tablename__ = "brand_model_pins"
+
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    model_version: Mapped[str] = mapped_column(
+        Text, ForeignKey("models.model_version", ondelete="CASCADE"), nullable=False
+    )
+    pinned_at: Mapped[datetime] = _now()

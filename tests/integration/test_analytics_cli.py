@@ -1,0 +1,95 @@
+"""The brands and report commands against a real, migrated and seeded database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from analytics.report import CHARTS
+from tests.integration.analytics_seed import seed
+from workers.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def db(migrated_db: str) -> str:
+    seed(migrated_db)
+    return migrated_db
+
+
+def test_brands_add_list_pin_and_remove(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["brands", "add", "Rolex", "--database-url", db]) == 0
+    assert main(["brands", "add", "Rolex", "--word", "Oyster Perpetual", "--database-url", db]) \
+        == 0
+    assert main(["brands", "pin", "nike", "m1", "--database-url", db]) == 0
+    capsys.readouterr()
+    assert main(["brands", "list", "--database-url", db]) == 0
+    listing = capsys.readouterr().out
+    assert "#Rolex @Rolex Oyster Perpetual Rolex" in listing
+    assert "m1 (pinned)" in listing and "adidas" in listing
+    assert main(["brands", "unpin", "nike", "--database-url", db]) == 0
+    assert main(["brands", "remove", "Rolex", "--database-url", db]) == 0
+    assert main(["brands", "remove", "Rolex", "--database-url", db]) == 1
+    assert "no brand 'Rolex'" in capsys.readouterr().err
+
+
+def test_brands_pin_refuses_a_model_without_the_brand(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["brands", "pin", "nike", "m2", "--database-url", db]) == 1
+    assert "has no head for brand 'nike'" in capsys.readouterr().err
+
+
+def test_brands_load_replaces_the_aliases_of_the_brands_in_the_file(
+    db: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "brands.yaml"
+    path.write_text("brands:\n  thenorthface:\n    display_name: The North Face\n"
+                    "    words: [north face]\n    handles: ['@thenorthface']\n")
+    assert main(["brands", "load", str(path), "--database-url", db]) == 0
+    with create_engine(db).connect() as conn:
+        got = set(conn.execute(text("SELECT display_name, kind, alias FROM brand_catalogue "
+                                    "WHERE brand = 'thenorthface'")).all())
+    assert got == {("The North Face", "word", "north face"),
+                   ("The North Face", "mention", "thenorthface")}
+
+
+def test_report_as_the_reader_prints_the_table_and_writes_valid_charts(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader = make_url(db).set(username="logowatch_reader").render_as_string(hide_password=False)
+    out = tmp_path / "report"
+    assert main(["report", "--brand", "patagonia", "--since", "2026-03-01",
+                 "--until", "2026-03-03", "--out", str(out), "--database-url", reader]) == 0
+    table = capsys.readouterr().out
+    assert "2026-03-01      5      3      3      1         2         2             67%" in table
+    assert "total           7      4      4      1         3         3             75%" in table
+    assert "alice" in table and "#climbing" in table
+    for name in CHARTS:
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 400
+    page = (out / "index.html").read_text()
+    assert all(f'src="{name}"' in page for name in CHARTS)
+
+
+def test_report_on_an_unknown_brand_fails_in_one_line(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--brand", "acme", "--database-url", db]) == 1
+    err = capsys.readouterr().err
+    assert "unknown brand 'acme' (known: adidas, nike, patagonia" in err and "Traceback" not in err
+
+
+def test_commands_fail_in_one_line_when_the_database_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql+psycopg2://u@127.0.0.1:1/none"
+    assert main(["forget", "--post", "x", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the database" in err and "Traceback" not in err
