@@ -119,7 +119,6 @@ def _positive(text: str) -> int:
 
 def worker_config(args: argparse.Namespace, bundle: object) -> object:
     from detector.preprocess import TileSpec
-
     from workers.fetch import FetchConfig
     from workers.worker import WorkerConfig
 
@@ -180,6 +179,10 @@ def run_migrate(args: argparse.Namespace) -> int:
         else:
             migrate.upgrade(args.database_url, args.revision)
         print(f"database at revision {migrate.current(args.database_url) or 'base'}")
+        if not args.downgrade and config.env("LOGOWATCH_READER_PASSWORD"):
+            migrate.set_reader_password(args.database_url,
+                                        config.env("LOGOWATCH_READER_PASSWORD") or "")
+            print("logowatch_reader password set from LOGOWATCH_READER_PASSWORD")
     except OperationalError as exc:
         first = str(exc.orig).strip().splitlines()[0]
         raise WorkerError(f"cannot reach the database: {first}") from None

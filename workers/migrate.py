@@ -36,3 +36,21 @@ def current(database_url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def set_reader_password(database_url: str, password: str) -> None:
+    """Give the read-only dashboard role its password (from the environment, never logged)."""
+    import psycopg2.extensions
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            raw = conn.connection.dbapi_connection
+            literal = psycopg2.extensions.QuotedString(password)
+            literal.prepare(raw)  # type: ignore[arg-type]
+            conn.exec_driver_sql(
+                "ALTER ROLE logowatch_reader PASSWORD " + literal.getquoted().decode()
+            )
+    finally:
+        engine.dispose()
