@@ -125,7 +125,7 @@ class InstagramSource:
         if not ig_user_id or not ig_user_id.isdigit():
             raise IngestError("--ig-user-id must be the numeric id of your Instagram business "
                               "or creator account (env LOGOWATCH_IG_USER_ID)")
-        target = target.lstrip("#@") if kind != "me" else "me"
+        target = target.lstrip("#@") if kind != "me" else ig_user_id  # one key per account
         pattern = _HASHTAG if kind == "hashtag" else _USERNAME
         if kind != "me" and not pattern.match(target):
             what = "hashtag" if kind == "hashtag" else "username"
