@@ -1,0 +1,36 @@
+"""Prometheus metrics of the producers, served on ``--metrics-port`` (0 = off).
+
+Defined once per process on the default registry, so every source and the producer count into
+the same series and one scrape shows the whole ingest process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+POSTS_PRODUCED = Counter(
+    "logowatch_ingest_posts_produced_total", "Posts delivered to Kafka", ["source"]
+)
+RECORDS_SKIPPED = Counter(
+    "logowatch_ingest_records_skipped_total", "Input records not produced", ["source", "reason"]
+)
+DELIVERY_FAILURES = Counter(
+    "logowatch_ingest_delivery_failures_total", "Records Kafka did not acknowledge", ["source"]
+)
+API_CALLS = Counter(
+    "logowatch_ingest_api_calls_total", "Graph API requests sent", ["endpoint"]
+)
+API_ERRORS = Counter(
+    "logowatch_ingest_api_errors_total", "Graph API error answers, by error code", ["code"]
+)
+RATE_LIMIT_USAGE = Gauge(
+    "logowatch_ingest_rate_limit_usage_percent",
+    "Highest usage percentage the Graph API reported, by header",
+    ["header"],
+)
+
+
+def serve(port: int) -> None:
+    """Start the /metrics endpoint in a daemon thread; port 0 means metrics are off."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,97 @@
+"""`logowatch ingest file|urls` against the real broker and Postgres: exact records, honest
+summaries and exit codes, and nothing produced twice across runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from ingest.files import url_post_id
+from ingest.records import parse
+from workers.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def consume_all(bootstrap: str, topic: str, idle_ms: int = 2500) -> list[tuple[bytes, bytes]]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=idle_ms, group_id=None)
+    out = [(m.key, m.value) for m in consumer]
+    consumer.close()
+    return out
+
+
+def _args(bootstrap: str, topic: str, db: str, *more: str) -> list[str]:
+    return [*more, "--bootstrap-servers", bootstrap, "--topic", topic, "--database-url", db]
+
+
+def test_file_with_good_and_bad_lines_produces_exactly_the_good_ones(
+        tmp_path: Path, bootstrap: str, topic: str, migrated_db: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    good = [{"post_id": f"f{i}", "image_url": f"https://x.example/{i}.jpg",
+             "caption": f"post {i} #Brand @fan{i}", "posted_at": "2024-05-01T12:00:00Z"}
+            for i in range(3)]
+    lines = [json.dumps(good[0]), "{broken", json.dumps(good[1]),
+             json.dumps({"post_id": "x", "image_url": "javascript:alert(1)"}), json.dumps(good[2])]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    code = main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "produced 3, skipped 2, duplicates 0, failed 0" in out
+    assert "Traceback" not in err
+    messages = consume_all(bootstrap, topic)
+    records = sorted((parse(v) for _, v in messages), key=lambda r: r.post_id)
+    assert [r.post_id for r in records] == ["f0", "f1", "f2"]
+    assert all(k == r.encode() for (k, _), r in zip(sorted(messages), ["f0", "f1", "f2"],
+                                                       strict=True))
+    assert records[1].hashtags == ["brand"] and records[1].mentions == ["fan1"]
+
+    # A rerun (a restart, or the same file again) produces nothing twice.
+    code = main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)])
+    out, _ = capsys.readouterr()
+    assert code == 3 and "produced 0, skipped 2, duplicates 3" in out
+    assert len(consume_all(bootstrap, topic)) == 3
+
+
+def test_clean_csv_exits_zero(tmp_path: Path, bootstrap: str, topic: str, migrated_db: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "posts.csv"
+    path.write_text("post_id,image_url,author\nc1,https://x.example/1.jpg,ann\n"
+                    "c2,https://x.example/2.jpg,bob\n")
+    assert main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)]) == 0
+    assert "produced 2, skipped 0" in capsys.readouterr().out
+    assert sorted(k for k, _ in consume_all(bootstrap, topic)) == [b"c1", b"c2"]
+
+
+def test_url_list_from_stdin_without_a_database(
+        bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data = b"https://x.example/a.jpg\nhttps://x.example/b.jpg\nnope\nhttps://x.example/a.jpg\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code = main(["ingest", "urls", "-", "--no-checkpoint", "--bootstrap-servers", bootstrap,
+                 "--topic", topic])
+    out, _ = capsys.readouterr()
+    assert code == 3
+    assert "produced 2, skipped 1, duplicates 1" in out
+    records = [parse(v) for _, v in consume_all(bootstrap, topic)]
+    assert sorted(r.post_id for r in records) == sorted(
+        url_post_id(f"https://x.example/{c}.jpg") for c in "ab")
+    assert {r.source for r in records} == {"urls"}
+
+
+def test_unreachable_database_is_one_line_exit_1(
+        tmp_path: Path, bootstrap: str, topic: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"post_id": "a", "image_url": "https://x.example/a.jpg"}) + "\n")
+    code = main(["ingest", "file", str(path), "--bootstrap-servers", bootstrap, "--topic", topic,
+                 "--database-url", "postgresql+psycopg2://nobody@127.0.0.1:9/none"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "checkpoint database" in err and "Traceback" not in err
