@@ -99,7 +99,7 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
                    help="retries on timeouts and 5xx, with jittered back-off (default 2)")
     p.add_argument("--metrics-port", type=int,
                    default=int(env("LOGOWATCH_METRICS_PORT", "9100") or 9100),
-                   help="serve /metrics, /healthz, /readyz here; -1 disables (default 9100; "
+                   help="serve /metrics, /healthz, /readyz here; 0 disables (default 9100; "
                    "env LOGOWATCH_METRICS_PORT)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight work on shutdown or revoke (default 30)")
@@ -142,7 +142,7 @@ def worker_config(args: argparse.Namespace, bundle: object) -> object:
         fetch=FetchConfig(max_bytes=args.max_image_bytes, read_timeout=args.fetch_timeout,
                           total_timeout=2 * args.fetch_timeout, retries=args.fetch_retries,
                           allow_hosts=args.allow_host, pool_size=args.fetch_workers),
-        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_port=args.metrics_port or None,
         drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
         pseudonymise=pseudonymise, kafka_options=config.kafka_security(),
     )
@@ -163,7 +163,7 @@ def run_detect(args: argparse.Namespace) -> int:
     worker.install_signal_handlers()
     print(f"detector: model {bundle.version} ({len(bundle.brands)} brands), "  # type: ignore[attr-defined]
           f"topic {args.topic}, group {args.group}, batch {args.batch_size}"
-          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port >= 0 else ""))
+          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""))
     worker.run()
     return 0
 

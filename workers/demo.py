@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="services' data, the demo model and feed (default .logowatch)")
     p.add_argument("--kafka-port", type=int, default=9092, help="local broker port (9092)")
     p.add_argument("--postgres-port", type=int, default=5432, help="local Postgres port (5432)")
-    p.set_defaults(func=run_demo, metrics_port=9100)
+    p.set_defaults(func=run_demo)
 
 
 def _services(args: argparse.Namespace) -> tuple[str, str]:
@@ -119,12 +119,20 @@ def _serve(folder: Path) -> ThreadingHTTPServer:
     return server
 
 
-def _produce(bootstrap: str, topic: str, posts: list[dict[str, Any]], path: Path) -> None:
-    from ingest.files import produce_file
+def _ingest(bootstrap: str, database_url: str, topic: str, posts: list[dict[str, Any]],
+            path: Path) -> None:
+    """The feed goes in through the real ``logowatch ingest file`` command (checkpoints and
+    dedup included), exactly as a user would run it."""
+    from workers.cli import build_parser
 
     path.write_text("".join(json.dumps(p) + "\n" for p in posts))
-    summary = produce_file(path, bootstrap=bootstrap, topic=topic, fmt="jsonl")
-    print(f"demo: ingested the feed into Kafka topic {topic!r}: {summary}")
+    args = build_parser().parse_args([
+        "ingest", "file", str(path), "--once", "--bootstrap-servers", bootstrap,
+        "--database-url", database_url, "--topic", topic, "--metrics-port", "0",
+    ])
+    code = args.func(args)
+    if code not in (0, 3):
+        raise WorkerError(f"ingesting the demo feed failed (exit {code})")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -144,12 +152,12 @@ def run_demo(args: argparse.Namespace) -> int:
     server = _serve(folder)
     try:
         host = f"127.0.0.1:{server.server_address[1]}"
-        _produce(bootstrap, args.topic, _posts(rows, f"http://{host}"),
-                 state_dir / "demo-feed.jsonl")
+        _ingest(bootstrap, database_url, args.topic, _posts(rows, f"http://{host}"),
+                state_dir / "demo-feed.jsonl")
         args.allow_host = [*args.allow_host, host]
         worker = Worker(commands.worker_config(args, bundle), bundle)  # type: ignore[arg-type]
         worker.install_signal_handlers()
-        where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port >= 0
+        where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port
                  else "off")
         print(f"demo: detector running (metrics: {where}); "
               + ("processing the feed once" if args.once else "Ctrl-C to stop"))

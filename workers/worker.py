@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from detector.preprocess import TileSpec
@@ -55,7 +55,7 @@ class WorkerConfig:
     kafka_options: dict[str, Any] = field(default_factory=dict)
 
 
-class Worker(ConsumerRebalanceListener):
+class Worker(AsyncConsumerRebalanceListener):
     def __init__(self, config: WorkerConfig, bundle: Any,
                  metrics: WorkerMetrics | None = None) -> None:
         self.config = config
@@ -76,7 +76,8 @@ class Worker(ConsumerRebalanceListener):
             bootstrap_servers=config.bootstrap, group_id=config.group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(config.batch_size, 64),
-            max_poll_interval_ms=300_000, **config.kafka_options,
+            max_poll_interval_ms=300_000, session_timeout_ms=45_000,
+            **config.kafka_options,
         )
         self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
                                       **config.kafka_options)
@@ -142,6 +143,7 @@ class Worker(ConsumerRebalanceListener):
 
     _drain_deadline = float("inf")
     _closed = False
+    _in_rebalance = False
 
     def _finished(self, message: Message[Any]) -> None:
         for m in message.payload.messages:
@@ -149,6 +151,8 @@ class Worker(ConsumerRebalanceListener):
 
     # -- offsets -----------------------------------------------------------------------
     def _maybe_commit(self, force: bool = False) -> None:
+        if self._in_rebalance:  # the IO thread cannot block on a commit; the callback awaits it
+            return
         if not force and time.monotonic() - self._last_commit < self.config.commit_interval:
             return
         offsets = self.tracker.to_commit()
@@ -167,18 +171,35 @@ class Worker(ConsumerRebalanceListener):
         self._maybe_commit(force=True)
 
     # -- rebalance -----------------------------------------------------------------------
-    def on_partitions_revoked(self, revoked: Any) -> None:
+    # kafka-python 3 runs these on its IO thread: blocking consumer calls are not allowed
+    # there, so the drain runs the chain (other threads do the work) and the commit is awaited.
+    async def on_partitions_revoked(self, revoked: Any) -> None:
         if self._closed:  # consumer.close() revokes too; shutdown already drained
             return
         parts = [(tp.topic, tp.partition) for tp in revoked]
-        log.info("partitions revoked: %s; draining", parts)
-        self._drain(self.config.drain_timeout)
+        log.info("partitions revoked: %s; draining", sorted(parts))
+        self._in_rebalance = True
+        try:
+            self.carry = [m for m in self.carry if (m.topic, m.partition) not in parts]
+            self.chain.join(self.config.drain_timeout)
+        finally:
+            self._in_rebalance = False
+        offsets = self.tracker.to_commit()
+        if offsets:
+            await self.consumer.commit_async({
+                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
+            })
+            self.tracker.mark_committed(offsets)
+            self.metrics.commits.inc()
         self.tracker.forget(parts)
-        self._set_paused(False)
+        if self.paused:
+            self.consumer.resume(*revoked)
+            self.paused = False
+            self.metrics.paused.set(0)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        self.health.assigned = len(self.consumer.assignment())
+        self.health.assigned = len(assigned)
         self.paused = False
         self.metrics.paused.set(0)
 

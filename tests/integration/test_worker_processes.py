@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def _slow_images(server: ImageServer, images: list[tuple[str, bytes]], n: int,
-                 delay: float) -> list[tuple[bytes, bytes]]:
+                 delay: float, prefix: str) -> list[tuple[bytes, bytes]]:
     records = []
     for i in range(n):
         body = images[i % len(images)][1]
@@ -36,7 +36,7 @@ def _slow_images(server: ImageServer, images: list[tuple[str, bytes]], n: int,
             req.wfile.write(body)
 
         server.routes[f"/img{i}.jpg"] = handler
-        records.append(post(f"post-{i}", server.url(f"/img{i}.jpg")))
+        records.append(post(f"{prefix}-{i}", server.url(f"/img{i}.jpg")))
     return records
 
 
@@ -45,26 +45,32 @@ def _detect(bundle: Path, bootstrap: str, db: str, topic: str, server: ImageServ
     argv = [sys.executable, "-m", "workers.cli", "detect", "--model", str(bundle),
             "--bootstrap-servers", bootstrap, "--database-url", db, "--topic", topic,
             "--group", f"{topic}-workers", "--batch-size", "4", "--max-wait-ms", "100",
-            "--fetch-workers", "4", "--allow-host", server.host, "--metrics-port", "-1",
+            "--fetch-workers", "4", "--allow-host", server.host, "--metrics-port", "0",
             "--drain-timeout", "10", *extra]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def _check_complete(db: str, n: int) -> None:
-    posts = rows(db, "SELECT post_id, image_status FROM posts WHERE post_id LIKE 'post-%'")
-    assert sorted(p for p, _ in posts) == sorted(f"post-{i}" for i in range(n))
+def _count(db: str, prefix: str) -> int:
+    return int(rows(db, "SELECT count(*) FROM posts WHERE post_id LIKE :p", p=f"{prefix}-%")[0][0])
+
+
+def _check_complete(db: str, n: int, prefix: str) -> None:
+    posts = rows(db, "SELECT post_id, image_status FROM posts WHERE post_id LIKE :p",
+                 p=f"{prefix}-%")
+    assert sorted(p for p, _ in posts) == sorted(f"{prefix}-{i}" for i in range(n))
     assert {s for _, s in posts} == {"ok"}
-    per_post = rows(db, "SELECT post_id, count(*) FROM detections WHERE post_id LIKE 'post-%' "
-                        "GROUP BY post_id")
-    assert sorted(per_post) == sorted((f"post-{i}", len(BRANDS)) for i in range(n))
+    per_post = rows(db, "SELECT post_id, count(*) FROM detections WHERE post_id LIKE :p "
+                        "GROUP BY post_id", p=f"{prefix}-%")
+    assert sorted(per_post) == sorted((f"{prefix}-{i}", len(BRANDS)) for i in range(n))
 
 
 def test_two_workers_split_the_partitions_and_write_each_result_once(
     tiny_bundle: Path, bootstrap: str, migrated_db: str, topic: str, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]],
 ) -> None:
-    produce(bootstrap, topic, _slow_images(image_server, synth_images, 48, delay=0.3))
+    records = _slow_images(image_server, synth_images, 48, delay=1.0, prefix="split")
+    produce(bootstrap, topic, records)
     workers = [_detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
                for _ in range(2)]
     logs = [w.communicate(timeout=300)[0] for w in workers]
@@ -72,7 +78,7 @@ def test_two_workers_split_the_partitions_and_write_each_result_once(
     assigned = [[set(map(int, re.findall(r", (\d+)\)", m)))
                  for m in re.findall(r"partitions assigned: \[(.*)\]", log)] for log in logs]
     assert all(any(0 < len(a) < 4 for a in sets) for sets in assigned), assigned
-    _check_complete(migrated_db, 48)
+    _check_complete(migrated_db, 48, "split")
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing_after_restart(
@@ -80,12 +86,13 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing_after_restart(
     synth_images: list[tuple[str, bytes]],
 ) -> None:
     n = 40
-    produce(bootstrap, topic, _slow_images(image_server, synth_images, n, delay=0.2))
+    records = _slow_images(image_server, synth_images, n, delay=0.2, prefix="kill")
+    produce(bootstrap, topic, records)
     first = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server)
     deadline = time.monotonic() + 180
     done = 0
     while time.monotonic() < deadline:
-        done = rows(migrated_db, "SELECT count(*) FROM posts WHERE post_id LIKE 'post-%'")[0][0]
+        done = _count(migrated_db, "kill")
         if done >= 8:
             break
         time.sleep(0.2)
@@ -95,18 +102,19 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing_after_restart(
     second = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
     out = second.communicate(timeout=300)[0]
     assert second.returncode == 0, out
-    _check_complete(migrated_db, n)
+    _check_complete(migrated_db, n, "kill")
 
 
 def test_sigterm_drains_commits_and_exits_cleanly(
     tiny_bundle: Path, bootstrap: str, migrated_db: str, topic: str, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]],
 ) -> None:
-    produce(bootstrap, topic, _slow_images(image_server, synth_images, 12, delay=0.05))
+    records = _slow_images(image_server, synth_images, 12, delay=0.05, prefix="term")
+    produce(bootstrap, topic, records)
     worker = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        if rows(migrated_db, "SELECT count(*) FROM posts WHERE post_id LIKE 'post-%'")[0][0]:
+        if _count(migrated_db, "term"):
             break
         time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
@@ -124,7 +132,7 @@ def test_the_main_job_runs_the_whole_pipeline_on_a_fresh_machine(tmp_path: Path)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     argv = [sys.executable, "-m", "workers.cli", "demo", "--once", "--posts", "24",
             "--state-dir", str(state), "--kafka-port", str(free_port()),
-            "--postgres-port", str(free_port()), "--metrics-port", "-1", "--batch-size", "8"]
+            "--postgres-port", str(free_port()), "--metrics-port", "0", "--batch-size", "8"]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
         assert result.returncode == 0, result.stdout + result.stderr
