@@ -38,11 +38,12 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from detector import cli as detector_cli
     from ingest import cli as ingest_cli
     from workers import commands as worker_commands
-    from workers import demo
+    from workers import demo, rescore
 
     return [
         worker_commands.register,
         demo.register,
+        rescore.register,
         ingest_cli.register,
         detector_cli.register,
         analytics_cli.register,

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from detector.preprocess import ImageError, TileSpec, prepare
 
+from detector.preprocess import ImageError, TileSpec, prepare
 from ingest.records import PostRecord, RecordError, parse
 from workers.errors import WorkerError
 from workers.fetch import Fetcher, FetchError
@@ -149,7 +149,9 @@ def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work
     started = time.perf_counter()
     counts = [len(w.tiles or []) for w in items]
     pixels = np.stack([t.pixels for w in items for t in (w.tiles or [])])
-    embeddings = bundle.embed(pixels)
+    # Score what is stored: the float16-rounded embedding, so `logowatch rescore` of the same
+    # bundle reproduces these scores exactly.
+    embeddings = bundle.embed(pixels).astype(np.float16).astype(np.float32)
     scores = bundle.score(embeddings)
     metrics.batch_size.observe(len(items))
     start = 0

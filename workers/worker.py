@@ -77,6 +77,7 @@ class Worker(AsyncConsumerRebalanceListener):
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(config.batch_size, 64),
             max_poll_interval_ms=300_000, session_timeout_ms=45_000,
+            metadata_max_age_ms=30_000,
             **config.kafka_options,
         )
         self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
@@ -271,7 +272,21 @@ class Worker(AsyncConsumerRebalanceListener):
                 return False
         return True
 
+    def _wait_for_topic(self) -> None:
+        """Subscribing before the topic's metadata is known yields an empty assignment that
+        kafka-python only revisits at the next metadata refresh; wait for it instead."""
+        warned = False
+        while not self.stop_event.is_set():
+            if self.consumer.partitions_for_topic(self.config.topic):
+                return
+            if not warned:
+                log.info("waiting for topic %r to exist", self.config.topic)
+                warned = True
+            self.health.beat()
+            self.stop_event.wait(0.5)
+
     def run(self) -> None:
+        self._wait_for_topic()
         self.consumer.subscribe([self.config.topic], listener=self)
         try:
             while not self.stop_event.is_set():
