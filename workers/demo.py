@@ -137,8 +137,8 @@ def _ingest(bootstrap: str, database_url: str, topic: str, posts: list[dict[str,
 
 def run_demo(args: argparse.Namespace) -> int:
     from workers import migrate
-    from workers.worker import Worker
 
+    args.once_requested = args.once
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     bootstrap, database_url = _services(args)
@@ -155,17 +155,29 @@ def run_demo(args: argparse.Namespace) -> int:
         _ingest(bootstrap, database_url, args.topic, _posts(rows, f"http://{host}"),
                 state_dir / "demo-feed.jsonl")
         args.allow_host = [*args.allow_host, host]
-        worker = Worker(commands.worker_config(args, bundle), bundle)  # type: ignore[arg-type]
-        worker.install_signal_handlers()
         where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port
                  else "off")
-        print(f"demo: detector running (metrics: {where}); "
-              + ("processing the feed once" if args.once else "Ctrl-C to stop"))
-        worker.run()
+        print(f"demo: detector running (metrics: {where}), processing the feed")
+        args.once = True
+        interrupted = _run_worker(commands.worker_config(args, bundle), bundle)
+        _summary(database_url, bundle)
+        if not (args.once_requested or interrupted):
+            print("\ndemo: the detector keeps watching the topic for new posts; Ctrl-C stops it")
+            args.once = False
+            _run_worker(commands.worker_config(args, bundle), bundle)
     finally:
         server.shutdown()
-    _summary(database_url, bundle)
     return 0
+
+
+def _run_worker(worker_config: Any, bundle: Any) -> bool:
+    """Run a worker until it is done or stopped; True when a signal stopped it."""
+    from workers.worker import Worker
+
+    worker = Worker(worker_config, bundle)
+    worker.install_signal_handlers()
+    worker.run()
+    return worker.stop_event.is_set()
 
 
 def _summary(database_url: str, bundle: Any) -> None:
