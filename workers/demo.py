@@ -66,12 +66,13 @@ def _demo_weights() -> tuple[str, int]:
 
 
 def _demo_model(state_dir: Path) -> Path:
+    from detector.bundle import META_FILE
     from detector.synth import generate
     from detector.train import TrainConfig, train_bundle
 
     weights, size = _demo_weights()
     out = state_dir / f"demo-model-{weights}-{size}"
-    if (out / "metadata.json").exists():
+    if (out / META_FILE).exists():
         print(f"demo: reusing the demo model in {out}")
         return out
     if weights == "none":
@@ -119,18 +120,21 @@ def _serve(folder: Path) -> ThreadingHTTPServer:
     return server
 
 
+def _cli(*argv: str) -> int:
+    """Run a real ``logowatch`` subcommand in-process, exactly as a user would type it."""
+    from workers.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    return int(args.func(args) or 0)
+
+
 def _ingest(bootstrap: str, database_url: str, topic: str, posts: list[dict[str, Any]],
             path: Path) -> None:
     """The feed goes in through the real ``logowatch ingest file`` command (checkpoints and
     dedup included), exactly as a user would run it."""
-    from workers.cli import build_parser
-
     path.write_text("".join(json.dumps(p) + "\n" for p in posts))
-    args = build_parser().parse_args([
-        "ingest", "file", str(path), "--once", "--bootstrap-servers", bootstrap,
-        "--database-url", database_url, "--topic", topic, "--metrics-port", "0",
-    ])
-    code = args.func(args)
+    code = _cli("ingest", "file", str(path), "--once", "--bootstrap-servers", bootstrap,
+                "--database-url", database_url, "--topic", topic, "--metrics-port", "0")
     if code not in (0, 3):
         raise WorkerError(f"ingesting the demo feed failed (exit {code})")
 
@@ -148,6 +152,11 @@ def run_demo(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else _demo_model(state_dir)
     args.model = str(model)
     bundle = commands.load_model(args)
+    for brand in bundle.brands:  # the catalogue the views match captions against
+        _cli("brands", "add", brand, "--database-url", database_url)
+    from workers.services import ensure_topics
+
+    ensure_topics(bootstrap, [args.topic, f"{args.topic}.dlq"], partitions=4)
     folder, rows = _feed_images(state_dir, args.posts)
     server = _serve(folder)
     try:
@@ -189,10 +198,9 @@ def _summary(database_url: str, bundle: Any) -> None:
             statuses = conn.execute(text(
                 "SELECT image_status, count(*) FROM posts GROUP BY 1 ORDER BY 1")).all()
             brands = conn.execute(text(
-                "SELECT d.brand, count(*) FILTER (WHERE d.present), "
-                "count(*) FILTER (WHERE d.present AND NOT (p.caption ILIKE '%' || d.brand || "
-                "'%')) FROM detections d JOIN posts p USING (post_id) "
-                "WHERE d.model_version = :v GROUP BY 1 ORDER BY 1"), {"v": bundle.version}).all()
+                "SELECT brand, count(*) FILTER (WHERE in_image), count(*) FILTER (WHERE in_text),"
+                " count(*) FILTER (WHERE kind = 'image_only') FROM brand_mentions "
+                "GROUP BY 1 ORDER BY 1")).all()
             total = conn.execute(text("SELECT count(*) FROM detections")).scalar_one()
     finally:
         engine.dispose()
@@ -200,9 +208,11 @@ def _summary(database_url: str, bundle: Any) -> None:
         raise WorkerError("the demo wrote no rows: see the log above")
     print("\nposts by image status: " + ", ".join(f"{s}={n}" for s, n in statuses))
     print(f"detection rows: {total} (model {bundle.version})")
-    print(f"{'brand':<10} {'in image':>9} {'image only':>11}")
-    for brand, seen, image_only in brands:
-        print(f"{brand:<10} {seen:>9} {image_only:>11}")
+    print("mentions per brand (view brand_mentions; image-only = the reach text analytics "
+          "misses):")
+    print(f"{'brand':<10} {'in image':>9} {'in text':>8} {'image only':>11}")
+    for brand, seen, said, image_only in brands:
+        print(f"{brand:<10} {seen:>9} {said:>8} {image_only:>11}")
     print(f"\nquery it: psql '{database_url.replace('+psycopg2', '')}'")
     print("stop the services: logowatch services down")
 

@@ -333,3 +333,22 @@ class PostgresCluster:
 def make_private_tmpdir(prefix: str) -> Path:
     """A temp dir the ``postgres`` user can own and reach (pytest's tmp_path is 0700 root's)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+    """Create missing topics with ``partitions`` partitions (the broker's auto-creation would
+    race the first producer and log leader errors)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+                   for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing)
+    finally:
+        admin.close()
