@@ -46,7 +46,7 @@ def _detect(bundle: Path, bootstrap: str, db: str, topic: str, server: ImageServ
             "--bootstrap-servers", bootstrap, "--database-url", db, "--topic", topic,
             "--group", f"{topic}-workers", "--batch-size", "4", "--max-wait-ms", "100",
             "--fetch-workers", "4", "--allow-host", server.host, "--metrics-port", "0",
-            "--drain-timeout", "10", *extra]
+            "--drain-timeout", "10", "--max-inflight", "8", *extra]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
