@@ -58,11 +58,11 @@ def test_augmented_variants_are_cached_and_deterministic(tmp_path: Path) -> None
     def embed(px: np.ndarray) -> np.ndarray:
         return px.reshape(len(px), -1)[:, :16].astype(np.float32)
 
-    a = embed_files(paths, "aug0", BottleneckCache(tmp_path / "c1", "x"), embed, 75,
+    a = embed_files(paths, "auga2-0", BottleneckCache(tmp_path / "c1", "x"), embed, 75,
                     progress=False)
-    b = embed_files(paths, "aug0", BottleneckCache(tmp_path / "c2", "x"), embed, 75,
+    b = embed_files(paths, "auga2-0", BottleneckCache(tmp_path / "c2", "x"), embed, 75,
                     progress=False)
-    c = embed_files(paths, "aug1", BottleneckCache(tmp_path / "c2", "x"), embed, 75,
+    c = embed_files(paths, "auga2-1", BottleneckCache(tmp_path / "c2", "x"), embed, 75,
                     progress=False)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
@@ -100,3 +100,20 @@ def test_metrics_match_hand_computed_values() -> None:
     assert choose_threshold(y, s, "f1") == pytest.approx(0.7)
     with pytest.raises(DetectorError):
         choose_threshold(y, s, "magic")
+
+
+def test_tiles_are_labelled_from_manifest_boxes(tmp_path: Path) -> None:
+    from detector.preprocess import TileSpec
+    from detector.train import tile_labels
+
+    rows = generate(tmp_path, n_images=40, brands=("acme",), logo_fraction=0.5, seed=5,
+                    size=(200, 150), small_fraction=1.0)
+    examples = {e.path.name: e for e in list_examples(tmp_path)[0]}
+    spec = TileSpec(2, 0.25)
+    for r in rows:
+        lab = tile_labels(examples[Path(r.file).name], "acme", spec)
+        if not r.brands:
+            assert (lab == 0).all()  # every tile of a no-logo image is a negative
+        else:
+            assert examples[Path(r.file).name].boxes == r.boxes
+            assert (lab == 1).any()  # a small logo lies whole inside some tile
