@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="inception_v3",
                    help="inception_v3 | mobilenet_v3_small | mobilenet_v3_large | "
                         "efficientnet_b0 (default inception_v3)")
-    _add_weights(p, "imagenet")
+    p.add_argument("--weights", default=_env("LOGOWATCH_WEIGHTS", None),
+                   help="backbone weights: 'imagenet' (Keras downloads once), a local weights "
+                        "file, or 'none' (random, seeded; tests and offline demos only) (env "
+                        "LOGOWATCH_WEIGHTS; default imagenet, or the --base bundle's own)")
     p.add_argument("--input-size", type=int, default=None,
                    help="backbone input side in pixels (default: the net's own, 299 for "
                         "Inception v3; 75 is the smallest Inception accepts)")

@@ -268,7 +268,7 @@ def train_bundle(
     out_dir: str | Path,
     *,
     backbone: str = "inception_v3",
-    weights: str = "none",
+    weights: str | None = "none",
     input_size: int | None = None,
     epochs: int | None = None,
     progress: bool = True,
@@ -279,6 +279,9 @@ def train_bundle(
     seed: int = 0,
 ) -> Path:
     """Train (or, with `base_bundle` and `brands`, extend) a bundle from class folders.
+
+    `weights`: "none" (random, seeded), "imagenet", a weights file, or None (= imagenet for a
+    new bundle, the base bundle's recorded source when extending one).
 
     The demo uses this with weights="none" at a small input size to get a model in seconds.
     """
@@ -291,10 +294,11 @@ def train_bundle(
                                     test_pct=cfg.test_pct)
     base_heads, base_thresholds = None, {}
     if base_bundle is not None:
-        base = load_bundle(base_bundle, weights=None if weights == "none" else weights)
+        # the base bundle's own backbone source unless a weights file is given explicitly
+        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights)
         bb, base_heads, base_thresholds = base.backbone, base.heads, base.thresholds
     else:
-        bb = Backbone(backbone, weights=weights, input_size=input_size, seed=seed)
+        bb = Backbone(backbone, weights=weights or "imagenet", input_size=input_size, seed=seed)
     targets = brands or found
     unknown = set(targets) - set(found)
     if unknown:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.bundle import BundleMismatchError, load_bundle, save_bundle
+from detector.bundle import Bundle, BundleMismatchError, load_bundle, save_bundle
 from detector.model import Backbone
 from detector.preprocess import prepare
 from detector.synth import generate
@@ -36,6 +36,12 @@ def bundle_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
                         progress=False, config=cfg)
 
 
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path) -> Bundle:
+    """One loaded bundle (and one backbone build) shared by the tests that only read it."""
+    return load_bundle(bundle_dir)
+
+
 def png_bytes(side: int, seed: int = 0) -> bytes:
     arr = np.random.default_rng(seed).integers(0, 256, (side, side, 3), np.uint8)
     buf = io.BytesIO()
@@ -43,8 +49,8 @@ def png_bytes(side: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def test_bundle_round_trips_through_save_and_load(bundle_dir: Path, tmp_path: Path) -> None:
-    a = load_bundle(bundle_dir)
+def test_bundle_round_trips_through_save_and_load(bundle: Bundle, tmp_path: Path) -> None:
+    a = bundle
     px = np.stack([prepare(png_bytes(SIZE, s), SIZE)[0].pixels for s in range(3)])
     scores = a.score(a.embed(px))
     assert scores.shape == (3, 2) and scores.dtype == np.float32
@@ -57,12 +63,11 @@ def test_bundle_round_trips_through_save_and_load(bundle_dir: Path, tmp_path: Pa
     assert a.backbone_id == b.backbone_id == a.metadata["backbone"]["backbone_id"]
 
 
-def test_saved_model_export_gives_the_same_scores(bundle_dir: Path, tmp_path: Path) -> None:
+def test_saved_model_export_gives_the_same_scores(bundle: Bundle, tmp_path: Path) -> None:
     import tensorflow as tf
 
     from detector.export import export_saved_model
 
-    bundle = load_bundle(bundle_dir)
     out = export_saved_model(bundle, tmp_path / "sm")
     served = tf.saved_model.load(str(out))
     images = [png_bytes(SIZE, 1), png_bytes(SIZE, 2)]
@@ -94,14 +99,14 @@ def test_random_backbone_warns_on_every_load(bundle_dir: Path,
     assert sum("RANDOM-WEIGHT BACKBONE" in r.message for r in caplog.records) == 2
 
 
-def test_embed_pads_to_a_fixed_batch_and_never_retraces(bundle_dir: Path) -> None:
-    bundle = load_bundle(bundle_dir)
+def test_embed_pads_to_a_fixed_batch_and_never_retraces(bundle: Bundle) -> None:
     bundle.batch_size = 4
     px = np.stack([prepare(png_bytes(SIZE, s), SIZE)[0].pixels for s in range(9)])
     full = bundle.embed(px)
     for n in (1, 3, 5):
         np.testing.assert_allclose(bundle.embed(px[:n]), full[:n], rtol=1e-5, atol=1e-7)
     assert bundle.backbone._compiled().experimental_get_tracing_count() == 1
+    bundle.batch_size = 32
 
 
 def test_adding_a_brand_keeps_the_other_heads(bundle_dir: Path, data_dir: Path,
@@ -117,11 +122,11 @@ def test_adding_a_brand_keeps_the_other_heads(bundle_dir: Path, data_dir: Path,
     assert grown.version != base.version
 
 
-def test_evaluate_writes_report_and_charts(bundle_dir: Path, data_dir: Path,
+def test_evaluate_writes_report_and_charts(bundle: Bundle, data_dir: Path,
                                            tmp_path: Path) -> None:
     from detector.evaluate import evaluate_bundle
 
-    report = evaluate_bundle(load_bundle(bundle_dir), data_dir, tmp_path / "ev", split="all",
+    report = evaluate_bundle(bundle, data_dir, tmp_path / "ev", split="all",
                              validation_pct=25, test_pct=25, progress=False)
     assert set(report["modes"]) == {"whole_image", "tiles"}
     acme = report["modes"]["tiles"]["acme"]
