@@ -288,6 +288,12 @@ def train_bundle(
     from detector.model import Backbone
 
     cfg = config or TrainConfig()
+    if cfg.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise DetectorError("--tensorboard needs the 'tensorboard' package, which is not "
+                                "installed (pip install tensorboard)")
     if epochs is not None:
         cfg.epochs = epochs
     examples, found = list_examples(data_dir, validation_pct=cfg.validation_pct,
