@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image, features
 
 from detector.preprocess import ImageError, TileSpec, decode, prepare
@@ -115,3 +118,22 @@ def test_prepare_gives_whole_image_then_tiles_with_boxes_in_full_coordinates() -
 def test_pad_policy_keeps_aspect_with_grey_bars() -> None:
     px = prepare(encode(Image.new("RGB", (200, 100), (255, 0, 0)), "PNG"), 80)[0].pixels
     assert tuple(px[0, 40]) == (128, 128, 128) and tuple(px[40, 40]) == (255, 0, 0)
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_dct_scale() -> None:
+    from detector.preprocess import _load_upright
+
+    data = encode(Image.new("RGB", (3200, 2400), (90, 90, 90)), "JPEG")
+    img, full = _load_upright(data, need=300, max_pixels=40_000_000)
+    assert full == (3200, 2400) and 300 <= max(img.size) <= 800  # 1/4 or 1/8 scale, not full
+
+
+@given(w=st.integers(20, 4000), h=st.integers(20, 4000), grid=st.integers(2, 4),
+       overlap=st.floats(0.0, 0.5))
+def test_tiles_stay_inside_and_cover_the_image(w: int, h: int, grid: int, overlap: float) -> None:
+    boxes = TileSpec(grid, overlap).boxes(w, h)
+    assert len(boxes) == grid * grid
+    assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in boxes)
+    assert max(b[2] for b in boxes) == w and max(b[3] for b in boxes) == h
+    xs = sorted({(b[0], b[2]) for b in boxes})
+    assert all(a[1] >= b[0] for a, b in itertools.pairwise(xs))  # no gaps between columns
