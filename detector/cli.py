@@ -1,9 +1,240 @@
-"""Subcommands of the ``detector`` package, registered on the ``logowatch`` parser."""
+"""`logowatch train | evaluate | export | synth`: the detector's subcommands.
+
+TensorFlow is imported inside the handlers only, so `logowatch --help` stays instant.
+Defaults come from `LOGOWATCH_*` environment variables where a deployment wants one setting
+for every command (weights file, cache folder).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from detector.errors import DetectorError
+
+log = logging.getLogger(__name__)
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def _add_weights(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--weights", default=_env("LOGOWATCH_WEIGHTS", default),
+                   help="backbone weights: 'imagenet' (Keras downloads once), a local weights "
+                        "file, or 'none' (random, seeded; tests and offline demos only) "
+                        f"(env LOGOWATCH_WEIGHTS; default {default})")
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=_env("LOGOWATCH_CACHE_DIR", None),
+                   help="bottleneck cache folder (env LOGOWATCH_CACHE_DIR; default "
+                        "DATA/.bottlenecks)")
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Nothing from this package is a command yet."""
+    """Add the detector's subcommands to the `logowatch` parser."""
+    p = sub.add_parser("train", help="train brand heads from class folders into a bundle",
+                       description="Train one sigmoid head per brand folder under DATA "
+                                   "(DATA/<brand>/, DATA/no-logo/, optional manifest.csv) on "
+                                   "cached backbone embeddings, tune thresholds on the "
+                                   "validation split and write a model bundle.")
+    p.add_argument("data", help="data folder: one sub-folder per brand plus no-logo/")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--backbone", default="inception_v3",
+                   help="inception_v3 | mobilenet_v3_small | mobilenet_v3_large | "
+                        "efficientnet_b0 (default inception_v3)")
+    p.add_argument("--weights", default=_env("LOGOWATCH_WEIGHTS", None),
+                   help="backbone weights: 'imagenet' (Keras downloads once), a local weights "
+                        "file, or 'none' (random, seeded; tests and offline demos only) (env "
+                        "LOGOWATCH_WEIGHTS; default imagenet, or the --base bundle's own)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="backbone input side in pixels (default: the net's own, 299 for "
+                        "Inception v3; 75 is the smallest Inception accepts)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights, splits of "
+                   "resampling and head init (default 0)")
+    p.add_argument("--epochs", type=int, default=60, help="max epochs per head (default 60)")
+    p.add_argument("--batch-size", type=int, default=64, help="head batch size (default 64)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam rate (default 1e-3)")
+    p.add_argument("--dropout", type=float, default=0.3, help="dropout before each head "
+                   "(default 0.3)")
+    p.add_argument("--no-class-weights", action="store_true",
+                   help="turn off inverse-frequency class weights in the loss")
+    p.add_argument("--resample", choices=["none", "up", "down"], default="none",
+                   help="repeat positives (up) or drop negatives (down) to 1:1 (default none)")
+    p.add_argument("--augment", type=_positive_int, default=4,
+                   help="cached distorted variants (crop, scale, brightness, flip) per "
+                        "positive training image (default 4; 0 = off)")
+    p.add_argument("--augment-all", action="store_true",
+                   help="also distort negatives (costs K backbone passes per image)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips in distortions")
+    p.add_argument("--tiles", type=_positive_int, default=2,
+                   help="tile grid side: whole image + GRIDxGRID windows at inference and "
+                        "threshold tuning (default 2; 0 or 1 = whole image only)")
+    p.add_argument("--tile-overlap", type=float, default=0.25,
+                   help="overlap of neighbouring tiles as a fraction of a tile (default 0.25)")
+    p.add_argument("--no-tile-negatives", action="store_true",
+                   help="do not add tiles of negative training images as extra negatives")
+    p.add_argument("--threshold", default="precision>=0.9",
+                   help="threshold policy on validation: 'precision>=P' (highest recall with "
+                        "precision >= P) or 'f1' (default precision>=0.9)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="early stop after this many epochs without better validation PR-AUC")
+    p.add_argument("--validation-pct", type=float, default=10.0,
+                   help="percent of images (by name hash) for validation (default 10)")
+    p.add_argument("--test-pct", type=float, default=10.0,
+                   help="percent of images (by name hash) for test (default 10)")
+    p.add_argument("--search", action="store_true",
+                   help="try 9 learning-rate x dropout pairs per head, keep the best on "
+                        "validation PR-AUC")
+    p.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this folder")
+    _add_cache(p)
+    p.add_argument("--brand", action="append", default=None,
+                   help="train only this brand (repeatable); with --base, adds or replaces "
+                        "that head and keeps the others")
+    p.add_argument("--base", default=None, help="existing bundle to extend with --brand heads")
+    p.add_argument("--evaluate", default=None, metavar="DIR",
+                   help="after training, evaluate on the test split into DIR")
+    p.add_argument("--saved-model", default=None, metavar="DIR",
+                   help="after training, also export a TF Serving SavedModel to DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a bundle on labelled folders",
+                       description="Per-brand precision, recall, F1 at the bundle threshold, "
+                                   "PR-AUC, ROC AUC, confusion matrix and misclassified images, "
+                                   "with and without tiles: report.json + PNG charts.")
+    p.add_argument("bundle", help="model bundle folder")
+    p.add_argument("data", help="data folder (same layout as for train)")
+    p.add_argument("--out", default=None, help="report folder (default BUNDLE/evaluation)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
+                   help="which split to score (default test)")
+    _add_weights(p, None)
+    _add_cache(p)
+    p.add_argument("--validation-pct", type=float, default=None,
+                   help="split percentages (default: those the bundle was trained with)")
+    p.add_argument("--test-pct", type=float, default=None, help="see --validation-pct")
+    p.add_argument("--no-charts", action="store_true", help="JSON only, no PNG charts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="export a bundle as a TF Serving SavedModel",
+                       description="Write a SavedModel: encoded image bytes in, per-brand "
+                                   "scores out (signature serving_default), plus score_pixels.")
+    p.add_argument("bundle", help="model bundle folder")
+    p.add_argument("--saved-model", required=True, metavar="DIR", help="new folder to write")
+    _add_weights(p, None)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("synth", help="generate a labelled synthetic logo data set",
+                       description="Deterministic brand marks on scikit-image sample photos: "
+                                   "OUT/<brand>/, OUT/no-logo/ and OUT/manifest.csv.")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--images", type=int, default=200, help="number of images (default 200)")
+    p.add_argument("--brands", default="acme,globex", help="comma-separated brand names")
+    p.add_argument("--logo-fraction", type=float, default=0.1,
+                   help="share of images with a logo (default 0.1, i.e. 1:9)")
+    p.add_argument("--small-fraction", type=float, default=0.5,
+                   help="share of logo images whose logos are small (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="image i depends only on (seed, i)")
+    p.add_argument("--width", type=int, default=480, help="nominal width (+-20%%)")
+    p.add_argument("--height", type=int, default=360, help="nominal height (+-20%%)")
+    p.set_defaults(func=_synth)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from detector.preprocess import TileSpec
+    from detector.train import TrainConfig, train_bundle
+
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        dropout=args.dropout, class_weights=not args.no_class_weights, resample=args.resample,
+        augment=args.augment, augment_all=args.augment_all, flip=not args.no_flip,
+        tiles=TileSpec(args.tiles, args.tile_overlap) if args.tiles >= 2 else None,
+        tile_negatives=not args.no_tile_negatives, threshold_policy=args.threshold,
+        patience=args.patience, seed=args.seed, validation_pct=args.validation_pct,
+        test_pct=args.test_pct, search=args.search, tensorboard=args.tensorboard,
+    )
+    out = train_bundle(args.data, args.out, backbone=args.backbone, weights=args.weights,
+                       input_size=args.input_size, progress=not args.no_progress, config=cfg,
+                       cache_dir=args.cache_dir, brands=args.brand, base_bundle=args.base,
+                       seed=args.seed)
+    print(f"bundle written to {out}")
+    if args.evaluate or args.saved_model:
+        from detector.bundle import load_bundle
+
+        bundle = load_bundle(out, weights=args.weights)
+        if args.evaluate:
+            _print_summary(_run_eval(bundle, args.data, args.evaluate, args, cfg.validation_pct,
+                                     cfg.test_pct))
+        if args.saved_model:
+            from detector.export import export_saved_model
+
+            print(f"SavedModel written to {export_saved_model(bundle, args.saved_model)}")
+    return 0
+
+
+def _run_eval(bundle: object, data: str, out: str, args: argparse.Namespace, vpct: float,
+              tpct: float) -> dict:
+    from detector.evaluate import evaluate_bundle
+
+    return evaluate_bundle(bundle, data, out, split=getattr(args, "split", "test"),  # type: ignore[arg-type]
+                           cache_dir=args.cache_dir, validation_pct=vpct, test_pct=tpct,
+                           progress=not args.no_progress,
+                           charts=not getattr(args, "no_charts", False))
+
+
+def _print_summary(report: dict) -> None:
+    for mode, per in report["modes"].items():
+        for brand, r in per.items():
+            print(f"{mode:12s} {brand:16s} precision {r['precision']:.3f} recall "
+                  f"{r['recall']:.3f} f1 {r['f1']:.3f} PR-AUC {r['average_precision']:.3f}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from detector.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle, weights=args.weights)
+    cfg = bundle.metadata.get("training", {}).get("config", {})
+    vpct = args.validation_pct if args.validation_pct is not None else cfg.get(
+        "validation_pct", 10.0)
+    tpct = args.test_pct if args.test_pct is not None else cfg.get("test_pct", 10.0)
+    out = args.out or str(Path(args.bundle) / "evaluation")
+    report = _run_eval(bundle, args.data, out, args, vpct, tpct)
+    _print_summary(report)
+    print(f"report and charts in {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from detector.bundle import load_bundle
+    from detector.export import export_saved_model
+
+    bundle = load_bundle(args.bundle, weights=args.weights)
+    print(f"SavedModel written to {export_saved_model(bundle, args.saved_model)}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from detector.synth import generate
+
+    brands = tuple(b.strip() for b in args.brands.split(",") if b.strip())
+    if args.images < 1:
+        raise DetectorError("--images must be >= 1")
+    rows = generate(args.out, n_images=args.images, brands=brands,
+                    logo_fraction=args.logo_fraction, seed=args.seed,
+                    size=(args.width, args.height), small_fraction=args.small_fraction)
+    with_logo = sum(1 for r in rows if r.brands)
+    print(json.dumps({"out": args.out, "images": len(rows), "with_logo": with_logo,
+                      "manifest": str(Path(args.out) / "manifest.csv")}))
+    return 0

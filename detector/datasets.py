@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class Example:
     brands: tuple[str, ...]
     split: str
     small: bool = False
+    # Logo boxes aligned with `brands` when a manifest gives them (synthetic data does): they
+    # let training label each tile, not just the whole image.
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -58,7 +62,10 @@ def split_of(file_name: str, validation_pct: float = 10.0, test_pct: float = 10.
     return "train"
 
 
-def _manifest_labels(data_dir: Path) -> dict[str, tuple[tuple[str, ...], bool]]:
+Labels = tuple[tuple[str, ...], bool, tuple[tuple[int, int, int, int], ...]]
+
+
+def _manifest_labels(data_dir: Path) -> dict[str, Labels]:
     path = data_dir / "manifest.csv"
     if not path.is_file():
         return {}
@@ -66,7 +73,10 @@ def _manifest_labels(data_dir: Path) -> dict[str, tuple[tuple[str, ...], bool]]:
     with path.open(newline="") as f:
         for rec in csv.DictReader(f):
             brands = tuple(b for b in (rec.get("brands") or "").split(";") if b)
-            out[rec["file"]] = (brands, bool(int(rec.get("small") or 0)))
+            boxes = tuple(tuple(int(v) for v in b) for b in json.loads(rec.get("boxes") or "[]"))
+            if len(boxes) != len(brands):
+                boxes = ()
+            out[rec["file"]] = (brands, bool(int(rec.get("small") or 0)), boxes)
     return out
 
 
@@ -80,7 +90,7 @@ def list_examples(
     manifest = _manifest_labels(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     brands = sorted({p.name for p in folders if p.name != NO_LOGO}
-                    | {b for bs, _ in manifest.values() for b in bs})
+                    | {b for bs, _, _ in manifest.values() for b in bs})
     if not brands:
         raise DetectorError(f"{root} has no brand folders (expected <brand>/ and {NO_LOGO}/)")
     examples = []
@@ -90,11 +100,20 @@ def list_examples(
                 continue
             rel = f"{folder.name}/{f.name}"
             default = () if folder.name == NO_LOGO else (folder.name,)
-            labels, small = manifest.get(rel, (default, False))
-            examples.append(Example(f, labels, split_of(f.name, validation_pct, test_pct), small))
+            labels, small, boxes = manifest.get(rel, (default, False, ()))
+            examples.append(Example(f, labels, split_of(f.name, validation_pct, test_pct), small,
+                                    boxes))
     if not examples:
         raise DetectorError(f"no images found under {root}")
     return examples, brands
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Upright (EXIF-applied) size from the header only, for tile boxes."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = int(img.getexif().get(0x0112, 1))
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def fingerprint(examples: list[Example]) -> str:
@@ -105,16 +124,22 @@ def fingerprint(examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+# Part of the cache key of augmented variants: change it when `augment` changes.
+AUGMENT_VERSION = "a2"
+
+
 def augment(img: Image.Image, rng: np.random.Generator, *, flip: bool = True) -> Image.Image:
-    """retrain.py's distortions: random crop (>= 60% of the area), brightness, flip."""
+    """retrain.py's distortions, kept mild: random crop (>= 85% of the area), brightness
+    +-15%, flip. Harder crops cut small logos out of positives (label noise), and strong
+    brightness shifts on positives only teach the head "unusual exposure = logo"."""
     w, h = img.size
-    area = rng.uniform(0.6, 1.0)
+    area = rng.uniform(0.85, 1.0)
     aspect = rng.uniform(0.8, 1.25)
     cw = min(w, max(8, int(w * np.sqrt(area * aspect))))
     ch = min(h, max(8, int(h * np.sqrt(area / aspect))))
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
     out = img.crop((x, y, x + cw, y + ch))
-    out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.7, 1.3)))
+    out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.85, 1.15)))
     if flip and rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return out
@@ -153,15 +178,17 @@ class BottleneckCache:
 def variant_pixels(
     data: bytes, digest: str, variant: str, size: int, flip: bool = True
 ) -> np.ndarray:
-    """The (T, S, S, 3) inputs of one cache variant: 'whole', 'tiles-<g>o<ov>', 'aug<k>'."""
+    """The (T, S, S, 3) inputs of one cache variant: 'whole', 'tiles-g<g>o<ov>',
+    'aug<AUGMENT_VERSION>-<k>'."""
     if variant == "whole":
         return np.stack([prepare(data, size)[0].pixels])
     if variant.startswith("tiles-"):
         g, ov = re.fullmatch(r"tiles-g(\d+)o([0-9.]+)", variant).groups()  # type: ignore[union-attr]
         spec = TileSpec(int(g), float(ov))
         return np.stack([t.pixels for t in prepare(data, size, tiles=spec)[1:]])
-    if variant.startswith("aug"):
-        seed = int(digest[:8], 16) + int(variant[3:])  # deterministic per image and k
+    if variant.startswith(f"aug{AUGMENT_VERSION}-"):
+        k = int(variant.rsplit("-", 1)[1])
+        seed = int(digest[:8], 16) + k  # deterministic per image and k
         img = augment(decode(data), np.random.default_rng(seed), flip=flip)
         return np.stack([fit_square(img, size)])
     raise ValueError(f"unknown variant {variant}")

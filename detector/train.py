@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from detector.bundle import Heads, load_bundle, save_bundle
-from detector.datasets import BottleneckCache, Example, embed_files, fingerprint, list_examples
+from detector.datasets import (
+    AUGMENT_VERSION,
+    BottleneckCache,
+    Example,
+    embed_files,
+    fingerprint,
+    image_size,
+    list_examples,
+)
 from detector.errors import DetectorError
 from detector.metrics import average_precision, choose_threshold
 from detector.preprocess import TileSpec
@@ -39,7 +47,8 @@ class TrainConfig:
     augment_all: bool = False  # also distort negatives (costs K backbone passes each)
     flip: bool = True
     tiles: TileSpec | None = field(default_factory=TileSpec)
-    tile_negatives: bool = True
+    tile_negatives: bool = True  # train on labelled tiles (negatives' tiles, boxed positives)
+    l2: float = 0.0  # L2 penalty on head weights
     threshold_policy: str = "precision>=0.9"
     patience: int = 10
     seed: int = 0
@@ -88,7 +97,7 @@ def gather(
         mask = np.ones(len(examples), bool) if augment_mask is None else augment_mask[keep]
         aug: list[np.ndarray] = [np.zeros((0, feats.whole.shape[1]), np.float32)] * len(examples)
         chosen = [examples[i].path for i in np.nonzero(mask)[0]]
-        per_k = [run(chosen, f"aug{k}") for k in range(augment)]
+        per_k = [run(chosen, f"aug{AUGMENT_VERSION}-{k}") for k in range(augment)]
         for j, i in enumerate(np.nonzero(mask)[0]):
             aug[i] = np.concatenate([per_k[k][j] for k in range(augment)
                                      if per_k[k][j] is not None] or [aug[i]])
@@ -133,7 +142,8 @@ def fit_head(
     pos, neg = float(y.sum()), float(len(y) - y.sum())
     weights = {0: len(y) / (2 * neg), 1: len(y) / (2 * pos)} if cfg.class_weights else None
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dropout(cfg.dropout),
-                              keras.layers.Dense(1)])
+                              keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(
+                                  cfg.l2) if cfg.l2 else None)])
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.AUC(curve="PR", from_logits=True, name="pr_auc")])
@@ -160,23 +170,55 @@ def fit_head(
                                           "val_pr_auc_keras": best}
 
 
+def tile_labels(example: Example, brand: str, spec: TileSpec) -> np.ndarray:
+    """Per-tile label: 0 in images without the brand; with known boxes, 1 where a tile holds
+    >= 60% of a logo, 0 where it holds <= 5%; NaN (unused) where it is unknown or cut."""
+    n = spec.grid * spec.grid
+    if brand not in example.brands:
+        return np.zeros(n, np.float32)
+    mine = [b for b, name in zip(example.boxes, example.brands, strict=False) if name == brand]
+    if not mine:
+        return np.full(n, np.nan, np.float32)
+    out = np.full(n, np.nan, np.float32)
+    for k, (x0, y0, x1, y1) in enumerate(spec.boxes(*image_size(example.path))):
+        cover = max(max(0, min(x1, b[2]) - max(x0, b[0])) * max(0, min(y1, b[3]) - max(y0, b[1]))
+                    / max(1, (b[2] - b[0]) * (b[3] - b[1])) for b in mine)
+        out[k] = 1.0 if cover >= 0.6 else 0.0 if cover <= 0.05 else np.nan
+    return out
+
+
 def training_matrix(
-    feats: Features, brand: str, cfg: TrainConfig
+    feats: Features, brand: str, cfg: TrainConfig, *, augmented: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Whole images, their augmented variants (same label), and negatives' tiles (label 0)."""
+    """Whole images, their augmented variants (same label), and tiles labelled by
+    `tile_labels` (all tiles of negative images; tiles of positives where boxes are known)."""
     y = labels(feats.examples, brand)
     xs, ys = [feats.whole], [y]
-    if feats.augmented is not None:
+    if augmented and feats.augmented is not None:
         for i, a in enumerate(feats.augmented):
             if len(a):
                 xs.append(a)
                 ys.append(np.full(len(a), y[i], np.float32))
-    if cfg.tile_negatives and feats.tiles is not None:
+    if cfg.tile_negatives and feats.tiles is not None and cfg.tiles is not None:
         for i, t in enumerate(feats.tiles):
-            if len(t) and y[i] == 0:
-                xs.append(t)
-                ys.append(np.zeros(len(t), np.float32))
+            if not len(t):
+                continue
+            lab = tile_labels(feats.examples[i], brand, cfg.tiles)
+            keep = ~np.isnan(lab)
+            xs.append(t[keep])
+            ys.append(lab[keep])
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit mean and spread of training embeddings, used by every head of a bundle.
+
+    Near-dead units (common in random-init nets) must not be blown up to unit variance: a
+    floor of a tenth of the median unit's spread keeps their noise small.
+    """
+    std = x.std(axis=0)
+    floor = max(0.1 * float(np.median(std)), 1e-12)
+    return x.mean(axis=0), np.sqrt(std**2 + floor**2)
 
 
 def train_heads(
@@ -184,35 +226,34 @@ def train_heads(
     base: Heads | None = None, progress: bool = True,
 ) -> tuple[Heads, dict[str, float], dict[str, Any]]:
     """Heads for `brands` (others kept from `base`), thresholds and validation metrics."""
-    if base is not None:
-        mean, scale = base.mean, base.scale
-    else:
-        mean = train.whole.mean(axis=0)
-        scale = np.maximum(train.whole.std(axis=0), 1e-6 * max(float(train.whole.std()), 1e-12))
+    mean, scale = (base.mean, base.scale) if base is not None else standardiser(train.whole)
     zs = lambda a: (a - mean) / scale  # noqa: E731 - heads are trained on standardised input
     heads = base or Heads([], mean.astype(np.float32), scale.astype(np.float32),
                           np.zeros((len(mean), 0), np.float32), np.zeros(0, np.float32))
     report: dict[str, Any] = {}
-    grid = [(cfg.learning_rate, cfg.dropout)]
-    if cfg.search:
-        grid = [(lr, d) for lr in (3e-4, 1e-3, 3e-3) for d in (0.1, 0.3, 0.5)]
+    has_aug = train.augmented is not None
+    grid = [(cfg.learning_rate, cfg.dropout, has_aug)]
+    if cfg.search:  # chosen on validation PR-AUC, the seed's "automated model selection"
+        grid = [(lr, d, a) for lr in (3e-4, 1e-3) for d in (0.3, 0.5)
+                for a in ((True, False) if has_aug else (False,))]
     for brand in brands:
-        x, y = training_matrix(train, brand, cfg)
         y_val = labels(val.examples, brand)
         best: tuple[float, np.ndarray, float, dict[str, Any]] | None = None
-        for lr, dropout in grid:
+        for lr, dropout, use_aug in grid:
             trial = TrainConfig(**{**asdict(cfg), "learning_rate": lr, "dropout": dropout,
                                    "tiles": cfg.tiles})
-            k, b, info = fit_head(zs(x), y, zs(val.whole), y_val, trial,
-                                  desc=f"{brand} lr={lr:g} dropout={dropout:g}", progress=progress)
+            x, y = training_matrix(train, brand, trial, augmented=use_aug)
+            k, b, info = fit_head(zs(x), y, zs(val.whole), y_val, trial, progress=progress,
+                                  desc=f"{brand} lr={lr:g} dropout={dropout:g} aug={use_aug}")
             one = Heads([brand], mean, scale, k.reshape(-1, 1), np.array([b], np.float32))
             ap = average_precision(y_val, image_scores(one, val, cfg.tiles is not None)[:, 0])
             if best is None or ap > best[0]:
-                best = (ap, k, b, {**info, "learning_rate": lr, "dropout": dropout})
+                best = (ap, k, b, {**info, "learning_rate": lr, "dropout": dropout,
+                                   "augmented": use_aug, "train_positives": int(y.sum()),
+                                   "train_rows": len(y)})
         assert best is not None
         heads = heads.with_brand(brand, best[1], best[2])
-        report[brand] = {"val_average_precision": best[0], **best[3],
-                         "train_positives": int(y.sum()), "train_rows": len(y)}
+        report[brand] = {"val_average_precision": best[0], **best[3]}
     thresholds = {}
     val_scores = image_scores(heads, val, cfg.tiles is not None)
     for j, brand in enumerate(heads.brands):
@@ -227,7 +268,7 @@ def train_bundle(
     out_dir: str | Path,
     *,
     backbone: str = "inception_v3",
-    weights: str = "none",
+    weights: str | None = "none",
     input_size: int | None = None,
     epochs: int | None = None,
     progress: bool = True,
@@ -239,21 +280,31 @@ def train_bundle(
 ) -> Path:
     """Train (or, with `base_bundle` and `brands`, extend) a bundle from class folders.
 
+    `weights`: "none" (random, seeded), "imagenet", a weights file, or None (= imagenet for a
+    new bundle, the base bundle's recorded source when extending one).
+
     The demo uses this with weights="none" at a small input size to get a model in seconds.
     """
     from detector.model import Backbone
 
     cfg = config or TrainConfig()
+    if cfg.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise DetectorError("--tensorboard needs the 'tensorboard' package, which is not "
+                                "installed (pip install tensorboard)")
     if epochs is not None:
         cfg.epochs = epochs
     examples, found = list_examples(data_dir, validation_pct=cfg.validation_pct,
                                     test_pct=cfg.test_pct)
     base_heads, base_thresholds = None, {}
     if base_bundle is not None:
-        base = load_bundle(base_bundle, weights=None if weights == "none" else weights)
+        # the base bundle's own backbone source unless a weights file is given explicitly
+        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights)
         bb, base_heads, base_thresholds = base.backbone, base.heads, base.thresholds
     else:
-        bb = Backbone(backbone, weights=weights, input_size=input_size, seed=seed)
+        bb = Backbone(backbone, weights=weights or "imagenet", input_size=input_size, seed=seed)
     targets = brands or found
     unknown = set(targets) - set(found)
     if unknown:
