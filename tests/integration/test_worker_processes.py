@@ -55,6 +55,16 @@ def _count(db: str, prefix: str) -> int:
     return int(rows(db, "SELECT count(*) FROM posts WHERE post_id LIKE :p", p=f"{prefix}-%")[0][0])
 
 
+def _finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's output once it exits; on a hang, kill it and fail with its output."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+        pytest.fail(f"worker did not finish in {timeout:.0f}s:\n{out[-5000:]}")
+
+
 def _check_complete(db: str, n: int, prefix: str) -> None:
     posts = rows(db, "SELECT post_id, image_status FROM posts WHERE post_id LIKE :p",
                  p=f"{prefix}-%")
@@ -73,7 +83,7 @@ def test_two_workers_split_the_partitions_and_write_each_result_once(
     produce(bootstrap, topic, records)
     workers = [_detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
                for _ in range(2)]
-    logs = [w.communicate(timeout=300)[0] for w in workers]
+    logs = [_finish(w, timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n=====\n".join(logs)[-6000:]
     assigned = [[set(map(int, re.findall(r", (\d+)\)", m)))
                  for m in re.findall(r"partitions assigned: \[(.*)\]", log)] for log in logs]
@@ -100,7 +110,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing_after_restart(
     first.wait(timeout=30)
     assert 8 <= done < n, f"kill came too late to prove anything ({done} of {n} done)"
     second = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
-    out = second.communicate(timeout=300)[0]
+    out = _finish(second, timeout=300)
     assert second.returncode == 0, out
     _check_complete(migrated_db, n, "kill")
 
@@ -118,7 +128,7 @@ def test_sigterm_drains_commits_and_exits_cleanly(
             break
         time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
-    out = worker.communicate(timeout=60)[0]
+    out = _finish(worker, timeout=60)
     assert worker.returncode == 0, out
     assert "Traceback" not in out
 
