@@ -18,6 +18,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from detector.preprocess import TileSpec
@@ -246,13 +247,16 @@ class Worker(AsyncConsumerRebalanceListener):
         assignment = list(self.consumer.assignment())
         if not assignment:
             return
-        ends = self.consumer.end_offsets(assignment)
-        for tp in assignment:
-            committed = self.tracker.committable((tp.topic, tp.partition))
-            if committed is None:
-                committed = self.consumer.committed(tp) or 0
-            self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(0, ends.get(tp, 0) - committed))
+        try:
+            ends = self.consumer.end_offsets(assignment)
+            for tp in assignment:
+                committed = self.tracker.committable((tp.topic, tp.partition))
+                if committed is None:
+                    committed = self.consumer.committed(tp) or 0
+                self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, ends.get(tp, 0) - committed))
+        except KafkaError as exc:  # broker unreachable: lag is a metric, never a reason to exit
+            log.warning("consumer lag not updated: %s", exc)
 
     def _caught_up(self) -> bool:
         """``--once``: every partition's committed offset reached the end seen at start."""
