@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace, name: str,
     from ingest.checkpoints import CheckpointStore
     from ingest.errors import IngestError
     from ingest.pipeline import Pipeline, install_signal_handlers
-    from ingest.producer import RecordProducer
+    from ingest.producer import RecordProducer, kafka_security_from_env
 
     stop = threading.Event()
     sources = make_sources(stop)  # validates arguments before anything connects
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace, name: str,
     restore_signals = install_signal_handlers(stop)
     try:
         producer = RecordProducer(args.bootstrap_servers, args.topic,
-                                  compression=args.compression)
+                                  compression=args.compression, **kafka_security_from_env())
         summary = Pipeline(producer, store, stop).run(sources, args.interval)
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]

@@ -9,6 +9,7 @@ a record Kafka did not take is counted and reported, never assumed delivered.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,24 @@ class ProduceCounts:
     produced: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+KAFKA_SECURITY_ENV = {
+    "KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "KAFKA_SASL_MECHANISM": "sasl_mechanism",
+    "KAFKA_SASL_USERNAME": "sasl_plain_username",
+    "KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    "KAFKA_SSL_CAFILE": "ssl_cafile",
+    "KAFKA_SSL_CERTFILE": "ssl_certfile",
+    "KAFKA_SSL_KEYFILE": "ssl_keyfile",
+}
+
+
+def kafka_security_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Kafka client security settings from the environment (never flags, so passwords stay
+    out of process listings and logs); every logowatch Kafka client passes them through."""
+    env = os.environ if environ is None else environ
+    return {opt: value for var, opt in KAFKA_SECURITY_ENV.items() if (value := env.get(var))}
 
 
 class RecordProducer:

@@ -56,6 +56,8 @@ def _check_url(value: str) -> str:
         raise ValueError(f"longer than {MAX_URL} characters")
     if any(ord(c) < 0x21 or c == "\x7f" for c in value):
         raise ValueError("contains whitespace or control characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("contains a lone surrogate (not valid Unicode)")
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"must be an http or https URL (got scheme {parts.scheme or 'none'!r})")

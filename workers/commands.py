@@ -119,6 +119,7 @@ def _positive(text: str) -> int:
 
 def worker_config(args: argparse.Namespace, bundle: object) -> object:
     from detector.preprocess import TileSpec
+    from ingest.producer import kafka_security_from_env
     from workers.fetch import FetchConfig
     from workers.worker import WorkerConfig
 
@@ -144,7 +145,7 @@ def worker_config(args: argparse.Namespace, bundle: object) -> object:
                           allow_hosts=args.allow_host, pool_size=args.fetch_workers),
         metrics_port=args.metrics_port or None,
         drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
-        pseudonymise=pseudonymise, kafka_options=config.kafka_security(),
+        pseudonymise=pseudonymise, kafka_options=kafka_security_from_env(),
     )
 
 

@@ -20,17 +20,3 @@ def bootstrap_servers() -> str:
 def database_url() -> str:
     return env("DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
 
-
-def kafka_security() -> dict[str, str]:
-    """Kafka client security settings, passed through from the environment (never flags,
-    so passwords stay out of process listings and logs)."""
-    names = {
-        "KAFKA_SECURITY_PROTOCOL": "security_protocol",
-        "KAFKA_SASL_MECHANISM": "sasl_mechanism",
-        "KAFKA_SASL_USERNAME": "sasl_plain_username",
-        "KAFKA_SASL_PASSWORD": "sasl_plain_password",
-        "KAFKA_SSL_CAFILE": "ssl_cafile",
-        "KAFKA_SSL_CERTFILE": "ssl_certfile",
-        "KAFKA_SSL_KEYFILE": "ssl_keyfile",
-    }
-    return {opt: value for var, opt in names.items() if (value := env(var))}

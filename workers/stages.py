@@ -92,7 +92,7 @@ class ParseStep:
 
     def submit(self, message: Message[Any]) -> None:
         try:
-            work = Work(_storable(parse(message.payload.value)))
+            work = Work(parse(message.payload.value))
             dead_reason = None
         except RecordError as exc:
             dead_reason = str(exc)
@@ -113,16 +113,6 @@ class ParseStep:
 
     def close(self) -> None:
         self.next_step.close()
-
-
-def _storable(record: PostRecord) -> PostRecord:
-    """A record that cannot be encoded as UTF-8 (a lone surrogate the parser let through in a
-    URL) could never be written either: it is a dead letter, not a batch that fails forever."""
-    try:
-        record.to_bytes()
-    except ValueError as exc:
-        raise RecordError(f"record: cannot be encoded as UTF-8 ({exc})") from None
-    return record
 
 
 def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec | None,

@@ -263,9 +263,9 @@ def test_the_worker_survived_every_input_and_exits_cleanly(stream: Stream) -> No
     assert "Traceback" not in stream.worker.output()
 
 
-# Found by the fuzzing in test_fuzz.py: ingest.records accepts a lone surrogate in a URL, and
-# without the worker's own check the database write raised UnicodeEncodeError (not retried,
-# not dead-lettered): the worker exited, and crash-looped on the record after every restart.
+# Found by the fuzzing in test_fuzz.py: ingest.records accepted a lone surrogate in a URL, and
+# the database write then raised UnicodeEncodeError (not retried, not dead-lettered): the
+# worker exited, and crash-looped on the record after every restart.
 def test_a_lone_surrogate_in_the_image_url_is_a_dead_letter_not_a_crash(
     bootstrap: str, migrated_db: str, topic: str, tiny_bundle: Path, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]], tmp_path: Path,
@@ -285,4 +285,4 @@ def test_a_lone_surrogate_in_the_image_url_is_a_dead_letter_not_a_crash(
         "after-poison": ("ok", None)}
     letters = read_topic(bootstrap, f"{topic}.dlq", limit=1)
     assert [m.key for m in letters] == [b"poison-url"]
-    assert dict(letters[0].headers)["error"].startswith(b"record: cannot be encoded as UTF-8")
+    assert dict(letters[0].headers)["error"].startswith(b"image_url: contains a lone surrogate")

@@ -170,10 +170,6 @@ def test_kafka_security_settings_from_the_environment_reach_the_workers_clients(
         worker.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `logowatch ingest` ignores KAFKA_SECURITY_PROTOCOL "
-                   "and KAFKA_SASL_*/KAFKA_SSL_* (ingest/cli.py::_run builds RecordProducer "
-                   "without them), so it talks plaintext to a broker the operator set up for "
-                   "TLS; see docs/reliability.md")
 def test_ingest_honours_kafka_tls_settings_instead_of_falling_back_to_plaintext(
     bootstrap: str, topic: str, tmp_path: Path,
 ) -> None:
