@@ -90,12 +90,30 @@ class Services:
         from kafka.admin import NewTopic
 
         name = f"bench-{uuid.uuid4().hex[:8]}"
+        count = partitions or self.partitions
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
-            admin.create_topics([NewTopic(name, partitions or self.partitions, 1)])
+            admin.create_topics([NewTopic(name, count, 1)])
         finally:
             admin.close()
+        self._wait_for_leaders(name, count)
         return name
+
+    def _wait_for_leaders(self, topic: str, count: int, timeout: float = 30.0) -> None:
+        """Creation returns before every partition has a leader; a consumer that joins in
+        between is assigned nothing and waits for its next metadata refresh (5 minutes)."""
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if len(consumer.partitions_for_topic(topic) or ()) == count:
+                    return
+                time.sleep(0.2)
+        finally:
+            consumer.close()
+        raise RuntimeError(f"topic {topic} has no leaders for its {count} partitions")
 
     # -- records in, results out ----------------------------------------------------------
     def produce(self, topic: str, prefix: str, urls: list[str], *,
