@@ -156,7 +156,9 @@ def run(spec: RunSpec, *, services: Services, bundle: Path, server: Any, logs: P
             n = max(3, round(rate * spec.latency_seconds))
             services.produce(topic, f"{tag}-lat", [server.url(2 * start + i) for i in range(n)],
                              rate=rate)
-            lat_got = services.wait_for(f"{tag}-lat", n, max(60.0, 6 * spec.latency_seconds),
+            # A saturated configuration (a big padded batch per lone record) never catches
+            # up; what did not arrive in time is reported as such, not waited for.
+            lat_got = services.wait_for(f"{tag}-lat", n, max(30.0, 3 * spec.latency_seconds),
                                         alive)
             commits, sent = services.timings(f"{tag}-lat")
             result["latency"] = {"offered_per_s": round(rate, 2), "sent": n,

@@ -24,7 +24,8 @@ from typing import Any
 from bench import machine
 
 log = logging.getLogger("bench")
-SECTIONS = ("model", "decode", "training", "baseline", "e2e", "tiles", "scaling")
+SECTIONS = ("model", "decode", "training", "baseline", "e2e", "model_again", "tiles",
+            "scaling")
 TARGET_VS_BOUND, TARGET_VS_BASELINE = 0.85, 3.0
 TILES_PER_IMAGE = 5  # whole image + a 2x2 grid
 
@@ -138,7 +139,7 @@ class Harness:
 
     def _pipeline(self, work: Path, bundle: Any, bundle_path: Path,
                   images: list[bytes]) -> None:
-        from bench import baseline, data, e2e
+        from bench import baseline, bounds, data, e2e
         from bench.services import Services
 
         services = Services(work / "services", bootstrap=self.s.bootstrap,
@@ -171,6 +172,8 @@ class Harness:
 
             sw = self.section("e2e", sweep)
             best = sw["best_batch"] if sw else max(self.s.e2e_batch_sizes)
+            self.section("model_again", lambda: bounds.model_bound(
+                bundle, [best], min_seconds=self.s.min_seconds))
             self.section("tiles", lambda: one(e2e.RunSpec(
                 best, self.s.tile_records, tiles=True, latency_seconds=self.s.latency_seconds),
                 f"tiles-b{best}"))
@@ -209,8 +212,11 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     the seed-style loop; the shared-CPU bound says what min() ignores on a CPU-only box."""
     e2e = _get(r, "e2e", "best_per_s")
     bs = _get(r, "e2e", "best_batch")
-    model = _get(r, "model", "default", "by_batch", str(bs), "per_s") or _get(
-        r, "model", "default", "best_per_s")
+    # The bound is measured twice (first, and again right after the worker runs, at the best
+    # batch size) and the higher value is kept: on a shared machine the ratio errs low.
+    model = max(filter(None, [_get(r, "model", "default", "by_batch", str(bs), "per_s"),
+                              _get(r, "model_again", "by_batch", str(bs), "per_s")]),
+                default=None) or _get(r, "model", "default", "best_per_s")
     decode = _get(r, "decode", "per_s")
     base = _get(r, "baseline", "images_per_s")
     out: dict[str, Any] = {"best_batch": bs, "end_to_end_per_s": e2e,

@@ -35,6 +35,10 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"  {'batch':>6} {'images/s':>10} {'first call s':>13}")
         for bs, v in mb["by_batch"].items():
             lines.append(f"  {bs:>6} {_f(v['per_s']):>10} {_f(v.get('first_call_s')):>13}")
+    again = r.get("model_again")
+    if again:
+        lines.append(f"  again after the worker runs, batch {again['best_batch']}: "
+                     f"{_f(again['best_per_s'])} images/s (the bound keeps the higher)")
     d = r.get("decode")
     if d:
         lines += ["", f"Decode bound (prepare, {d['images']} JPEGs, mean {d['mean_kib']} KiB), "
