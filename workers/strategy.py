@@ -188,8 +188,16 @@ class BatchStep(Generic[T]):
         if self.closed is None and self.open is not None and (
             force or time.monotonic() - self.open.opened_at >= self.max_wait
         ):
-            self.closed, self.open = self.open, None
-            self._flush_closed()
+            # Hand over a partial batch only if the next step takes it now; while the model
+            # is busy the batch stays open and keeps filling up to ``size`` (fuller batches,
+            # and records are not refused while a half-empty batch waits).
+            first = self.open.messages[0]
+            try:
+                self.next_step.submit(first.with_payload(self.open))
+            except MessageRejected:
+                pass
+            else:
+                self.open = None
         self.next_step.poll()
 
     def join(self, timeout: float | None = None) -> None:

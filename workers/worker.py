@@ -8,6 +8,7 @@ the same drain-and-commit path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -193,6 +194,14 @@ class Worker(AsyncConsumerRebalanceListener):
             })
             self.tracker.mark_committed(offsets)
             self.metrics.commits.inc()
+        # kafka-python 3 keeps a partition's position (and paused flag) when the new
+        # assignment hands it back, so work dropped here would be skipped, not redone:
+        # rewind each revoked partition to its oldest unfinished record first.
+        for topic, partition in parts:
+            offset = self.tracker.committable((topic, partition))
+            if offset is not None:
+                with contextlib.suppress(ValueError):  # no longer assigned
+                    self.consumer.seek(TopicPartition(topic, partition), offset)
         self.tracker.forget(parts)
         if self.paused:
             self.consumer.resume(*revoked)
