@@ -79,7 +79,6 @@ class Worker(AsyncConsumerRebalanceListener):
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max(config.batch_size, 64),
             max_poll_interval_ms=300_000, session_timeout_ms=45_000,
-            metadata_max_age_ms=30_000,
             **config.kafka_options,
         )
         self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
@@ -257,6 +256,11 @@ class Worker(AsyncConsumerRebalanceListener):
         if not assignment:
             return
         try:
+            for tp in assignment:
+                # kafka-python 3 can leave a partition "awaiting validation" after a metadata
+                # refresh and then fetch nothing from it (dpkp/kafka-python#3106); position()
+                # completes the validation, so asking for it every few seconds unsticks it.
+                self.consumer.position(tp, timeout_ms=5000)
             ends = self.consumer.end_offsets(assignment)
             for tp in assignment:
                 committed = self.tracker.committable((tp.topic, tp.partition))
