@@ -79,16 +79,23 @@ def test_two_workers_split_the_partitions_and_write_each_result_once(
     tiny_bundle: Path, bootstrap: str, migrated_db: str, topic: str, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]],
 ) -> None:
-    records = _slow_images(image_server, synth_images, 48, delay=1.0, prefix="split")
+    n = 64
+    records = _slow_images(image_server, synth_images, n, delay=2.0, prefix="split")
     produce(bootstrap, topic, records)
-    workers = [_detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
-               for _ in range(2)]
+    # The second worker starts once the first is consuming, so a slow start of either (TF
+    # import on a busy machine) cannot let one of them finish the topic alone.
+    first = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
+    deadline = time.monotonic() + 180
+    while _count(migrated_db, "split") < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    second = _detect(tiny_bundle, bootstrap, migrated_db, topic, image_server, "--once")
+    workers = [first, second]
     logs = [_finish(w, timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n=====\n".join(logs)[-6000:]
     assigned = [[set(map(int, re.findall(r", (\d+)\)", m)))
                  for m in re.findall(r"partitions assigned: \[(.*)\]", log)] for log in logs]
     assert all(any(0 < len(a) < 4 for a in sets) for sets in assigned), assigned
-    _check_complete(migrated_db, 48, "split")
+    _check_complete(migrated_db, n, "split")
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing_after_restart(
