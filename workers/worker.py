@@ -32,6 +32,8 @@ from workers.strategy import BatchStep, Message, MessageRejected, RunInThreads, 
 
 log = logging.getLogger(__name__)
 
+STALL_AFTER = 10.0  # seconds without records, with records waiting, before re-seeking
+
 
 @dataclass
 class WorkerConfig:
@@ -144,6 +146,7 @@ class Worker(AsyncConsumerRebalanceListener):
         return self.stop_event.is_set() and time.monotonic() > self._drain_deadline
 
     _drain_deadline = float("inf")
+    _last_record_at = 0.0
     _closed = False
     _in_rebalance = False
 
@@ -238,6 +241,8 @@ class Worker(AsyncConsumerRebalanceListener):
         self.health.beat()
         if not self.carry:
             batches = self.consumer.poll(timeout_ms=100 if not self.paused else 50)
+            if batches:
+                self._last_record_at = time.monotonic()
             for tp, records in batches.items():
                 for r in records:
                     self.tracker.started((tp.topic, tp.partition), r.offset)
@@ -256,12 +261,8 @@ class Worker(AsyncConsumerRebalanceListener):
         if not assignment:
             return
         try:
-            for tp in assignment:
-                # kafka-python 3 can leave a partition "awaiting validation" after a metadata
-                # refresh and then fetch nothing from it (dpkp/kafka-python#3106); position()
-                # completes the validation, so asking for it every few seconds unsticks it.
-                self.consumer.position(tp, timeout_ms=5000)
             ends = self.consumer.end_offsets(assignment)
+            self._unstick(assignment, ends)
             for tp in assignment:
                 committed = self.tracker.committable((tp.topic, tp.partition))
                 if committed is None:
@@ -270,6 +271,27 @@ class Worker(AsyncConsumerRebalanceListener):
                     max(0, ends.get(tp, 0) - committed))
         except KafkaError as exc:  # broker unreachable: lag is a metric, never a reason to exit
             log.warning("consumer lag not updated: %s", exc)
+
+    def _unstick(self, assignment: list[TopicPartition], ends: dict[Any, int]) -> None:
+        """kafka-python 3 sometimes stops fetching a partition that has records waiting
+        (a position left awaiting offset validation, dpkp/kafka-python#3106): polls return
+        nothing while the lag grows. When nothing has arrived for a while although the
+        partitions are neither paused nor busy and records wait, seek each of them to its
+        own position: that resets the fetch state without skipping or repeating anything."""
+        idle = time.monotonic() - self._last_record_at
+        if self.paused or self.carry or self.tracker.in_flight() or idle < STALL_AFTER:
+            return
+        stuck = []
+        for tp in assignment:
+            position = self.consumer.position(tp, timeout_ms=5000)
+            if position is not None and ends.get(tp, 0) > position:
+                stuck.append((tp, position))
+        for tp, position in stuck:
+            self.consumer.seek(tp, position)
+        if stuck:
+            log.warning("no records for %.0fs although %d partition(s) have some waiting: "
+                        "re-seeking them (kafka-python fetch stall)", idle, len(stuck))
+            self._last_record_at = time.monotonic()
 
     def _caught_up(self) -> bool:
         """``--once``: every partition's committed offset reached the end seen at start."""
@@ -303,6 +325,7 @@ class Worker(AsyncConsumerRebalanceListener):
             self.stop_event.wait(0.5)
 
     def run(self) -> None:
+        self._last_record_at = time.monotonic()
         self._wait_for_topic()
         self.consumer.subscribe([self.config.topic], listener=self)
         try:
