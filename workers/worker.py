@@ -239,16 +239,16 @@ class Worker(AsyncConsumerRebalanceListener):
 
     def _poll_once(self) -> None:
         self.health.beat()
-        if not self.carry:
-            batches = self.consumer.poll(timeout_ms=100 if not self.paused else 50)
-            if batches:
-                self._last_record_at = time.monotonic()
-            for tp, records in batches.items():
-                for r in records:
-                    self.tracker.started((tp.topic, tp.partition), r.offset)
-                    self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
-        else:
-            self.consumer.poll(timeout_ms=50)  # keeps the group membership alive
+        # With a carry-over the partitions are paused and poll only keeps the membership
+        # alive; whatever it does return (a partition resumed by a rebalance) is kept, never
+        # dropped.
+        batches = self.consumer.poll(timeout_ms=50 if self.carry or self.paused else 100)
+        if batches:
+            self._last_record_at = time.monotonic()
+        for tp, records in batches.items():
+            for r in records:
+                self.tracker.started((tp.topic, tp.partition), r.offset)
+                self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
         self._offer()
         self.chain.poll()
         self.metrics.inflight.set(self.tracker.in_flight())

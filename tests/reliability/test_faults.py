@@ -57,10 +57,12 @@ def test_a_worker_sigkilled_mid_batch_then_restarted_loses_and_duplicates_nothin
     synth_images: list[tuple[str, bytes]], tmp_path: Path,
 ) -> None:
     n, group = 40, f"{topic}-g"
-    records = image_posts(image_server, synth_images, n, "kill", delay=0.2)
+    records = image_posts(image_server, synth_images, n, "kill", delay=0.5)
     produce(bootstrap, topic, records)
+    # Two slow fetches at a time: about 10 s of work, so the kill lands mid-stream however
+    # fast the machine is.
     first = detect(tiny_bundle, bootstrap, migrated_db, topic, group, tmp_path / "first.log",
-                   allow=[image_server.host])
+                   "--fetch-workers", "2", "--max-inflight", "4", allow=[image_server.host])
     try:
         done = wait_for(lambda: count(migrated_db, "kill") >= 8 and count(migrated_db, "kill"),
                         240, "the first worker to write 8 posts")
