@@ -7,6 +7,7 @@ asserts how fast anything happened.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -183,3 +184,9 @@ def http_status(url: str) -> int | None:
         return int(exc.code)
     except OSError:
         return None
+
+
+def traceback_from_our_code(output: str) -> bool:
+    """True when a logged traceback has a frame in logowatch's own packages (kafka-python
+    may log one of its own while its sockets close at shutdown; that is not ours)."""
+    return re.search(r'File ".*/(workers|ingest|detector|analytics)/', output) is not None
