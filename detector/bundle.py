@@ -2,13 +2,14 @@
 
 Layout of a bundle directory:
 
-    bundle.json   metadata: backbone (name, weights provenance, digest, input size),
+    bundle.json   metadata: backbone (name, weights provenance, digest, input size, taps,
+                  precision),
                   preprocess version, brands, thresholds, tiles, training data fingerprint,
                   metrics, created_at, version
     heads.npz     mean, scale (embedding standardisation), kernel (D, B), bias (B,)
 
-Heads are stored as plain arrays, not a Keras file: a head is dropout + dense + sigmoid and
-dropout is off at inference, so scoring is one matrix product that any process can run on
+Heads are stored as plain arrays, not a Keras file: a head is a logistic regression on the
+standardised embedding, so scoring is one matrix product that any process can run on
 stored embeddings without TensorFlow. The version id is derived from the content, so the same
 heads and thresholds always get the same id (results are upserted on it).
 """
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from detector.errors import DetectorError
-from detector.preprocess import PREPROCESS_VERSION, TileSpec, prepare
+from detector.preprocess import PREPROCESS_VERSION, TileSpec
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -127,7 +128,8 @@ class Bundle:
         self.version: str = metadata["version"]
         self.brands: list[str] = list(heads.brands)
         self.thresholds: dict[str, float] = dict(metadata["thresholds"])
-        self.backbone_id: str = metadata["backbone_id"]
+        # the embeddings' id: the running backbone's (another precision changes it)
+        self.backbone_id: str = backbone.backbone_id if backbone else metadata["backbone_id"]
         self.input_size: int = int(metadata["backbone"]["input_size"])
         t = metadata.get("tiles")
         self.tiles: TileSpec | None = TileSpec(t["grid"], t["overlap"]) if t else None
@@ -153,20 +155,6 @@ class Bundle:
         """float32 (N, D) → float32 (N, len(brands)) probabilities."""
         return self.heads.score(np.asarray(embeddings, np.float32))
 
-    def present(self, scores: np.ndarray) -> np.ndarray:
-        """bool (N, B): score >= the brand's threshold."""
-        return scores >= np.array([self.thresholds[b] for b in self.brands], np.float32)
-
-    def score_image(self, data: bytes, *, tiles: bool = True) -> np.ndarray:
-        """Bytes → (B,) scores, the max over the whole image and (by default) the tiles.
-
-        The thresholds were tuned for exactly this aggregation (see metadata "tiles").
-        """
-        spec = self.tiles if tiles else None
-        parts = prepare(data, self.input_size, tiles=spec)
-        scores = self.score(self.embed(np.stack([t.pixels for t in parts])))
-        return scores.max(axis=0)
-
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     p = Path(path)
@@ -182,15 +170,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _weights_source(meta: dict[str, Any], weights: str | None) -> str:
-    recorded = meta["backbone"]["weights"]
+    bb = meta["backbone"]
     if weights is not None:
         return weights
-    if recorded.startswith("random("):
-        return "none"
-    if recorded == "imagenet":
-        return "imagenet"
+    source = bb.get("weights_source") or ("none" if bb["weights"].startswith("random(")
+                                          else bb["weights"])
+    if source != "file":
+        return str(source)  # none, imagenet or an imported package's name
     raise BundleMismatchError(
-        f"bundle was trained on backbone weights {recorded}; pass that file with --weights"
+        f"bundle was trained on backbone weights {bb['weights']}; pass that file with --weights"
     )
 
 
@@ -201,12 +189,16 @@ def load_bundle(
     backbone: Any = None,
     embed: bool = True,
     batch_size: int = 32,
+    precision: str | None = None,
 ) -> Bundle:
     """Load and verify a bundle.
 
     Refuses (BundleMismatchError) a bundle whose preprocessing differs from this code's, or
     whose backbone id differs from the backbone built here (or passed in as `backbone`, to
-    share one backbone between bundles). Warns on every load when the weights are random.
+    share one backbone between bundles). `precision` runs the backbone in another precision
+    than the bundle was trained in: its embeddings then carry that backbone's own id (they
+    are not interchangeable with the trained ones). Warns on every load when the weights are
+    random.
     """
     p = Path(path)
     meta = read_metadata(p)
@@ -220,18 +212,25 @@ def load_bundle(
     bb = meta["backbone"]
     if heads.kernel.shape != (bb["embed_dim"], len(heads.brands)):
         raise BundleMismatchError(f"heads shape {heads.kernel.shape} does not fit {bb}")
+    recorded = bb.get("precision", "float32")
     if embed and backbone is None:
         from detector.model import Backbone
 
         backbone = Backbone(bb["name"], weights=_weights_source(meta, weights),
                             input_size=bb["input_size"], seed=bb.get("seed", 0),
-                            batch_size=batch_size)
-    if backbone is not None and backbone.backbone_id != meta["backbone_id"]:
+                            batch_size=batch_size, taps=bb.get("taps"),
+                            precision=precision or recorded)
+    if backbone is not None and backbone.id_for(backbone.taps, recorded) != meta["backbone_id"]:
         raise BundleMismatchError(
             f"bundle {p} needs backbone {meta['backbone_id']} ({bb['name']}@{bb['input_size']}, "
-            f"weights {bb['weights']}), got {backbone.backbone_id} ({backbone.name}@"
-            f"{backbone.input_size}, weights {backbone.provenance})"
+            f"taps {','.join(bb.get('taps', []))}, weights {bb['weights']}), got "
+            f"{backbone.backbone_id} ({backbone.name}@{backbone.input_size}, taps "
+            f"{','.join(map(str, backbone.taps))}, weights {backbone.provenance})"
         )
+    if backbone is not None and backbone.precision != recorded:
+        log.warning("bundle %s was trained in %s, running it in %s: embeddings are stored "
+                    "under backbone id %s, not %s", p, recorded, backbone.precision,
+                    backbone.backbone_id, meta["backbone_id"])
     if bb.get("random_weights"):
         log.warning(
             "MODEL BUNDLE %s (version %s) USES A RANDOM-WEIGHT BACKBONE (%s): its scores are "

@@ -5,9 +5,10 @@ optional `data/manifest.csv` (file, brands) that gives the full brand list of im
 several brands. The split hashes the file name (ignoring anything after `_nohash_`, so
 variants of one photo stay together): adding images never moves an old image between sets.
 
-The cache stores one embedding array per (image content, backbone_id, variant) under
-`<cache>/<backbone_id>/`, so it survives renames, is shared by every head trained on the same
-backbone, and cannot mix embeddings of different backbones or preprocessing. Augmented
+The cache stores one embedding array per (image content, variant, tap) under
+`<cache>/<features_id>/` (weights, input size, preprocessing, precision), so it survives
+renames, is shared by every head and every tap choice on the same weights, and cannot mix
+embeddings of different weights or preprocessing. Augmented
 variants are computed once and cached too: every epoch after the first costs only the head.
 """
 
@@ -17,9 +18,10 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -153,26 +155,47 @@ class CacheStats:
 
 
 class BottleneckCache:
-    """Embeddings on disk keyed by content hash + backbone id + variant."""
+    """Embeddings on disk keyed by content hash + cache id + variant (+ tap).
 
-    def __init__(self, root: str | Path, backbone_id: str) -> None:
-        self.dir = Path(root) / backbone_id
+    With `parts` (tap key, width) pairs, an embedding is stored one file per tap and read back
+    as their concatenation: a backbone with several candidate taps fills every tap's entry in
+    one pass, and a backbone cut after one of them finds its entries there (`for_backbone`).
+    """
+
+    def __init__(self, root: str | Path, cache_id: str,
+                 parts: Sequence[tuple[str, int]] | None = None) -> None:
+        self.dir = Path(root) / cache_id
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.parts = list(parts) if parts else [("", 0)]
         self.stats = CacheStats()
 
-    def _path(self, digest: str, variant: str) -> Path:
-        return self.dir / digest[:2] / f"{digest}.{variant}.npy"
+    @classmethod
+    def for_backbone(cls, root: str | Path, backbone: Any) -> BottleneckCache:
+        """Shared by every backbone with the same weights, input size and precision."""
+        return cls(root, backbone.features_id,
+                   [(t.key, d) for t, d in zip(backbone.taps, backbone.tap_dims, strict=True)])
+
+    def _path(self, digest: str, variant: str, part: str) -> Path:
+        name = f"{digest}.{variant}.{part}.npy" if part else f"{digest}.{variant}.npy"
+        return self.dir / digest[:2] / name
 
     def get(self, digest: str, variant: str) -> np.ndarray | None:
-        p = self._path(digest, variant)
-        return np.load(p) if p.is_file() else None
+        paths = [self._path(digest, variant, key) for key, _ in self.parts]
+        if not all(p.is_file() for p in paths):
+            return None
+        arrays = [np.load(p) for p in paths]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
 
     def put(self, digest: str, variant: str, value: np.ndarray) -> None:
-        p = self._path(digest, variant)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp.npy")
-        np.save(tmp, value.astype(np.float32))
-        tmp.replace(p)  # atomic: a crash never leaves a half-written embedding
+        at = 0
+        for key, width in self.parts:
+            part = value if not key else value[..., at : at + width]
+            at += width
+            p = self._path(digest, variant, key)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_suffix(".tmp.npy")
+            np.save(tmp, part.astype(np.float32))
+            tmp.replace(p)  # atomic: a crash never leaves a half-written embedding
 
 
 def variant_pixels(

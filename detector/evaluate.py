@@ -55,7 +55,8 @@ def evaluate_bundle(
     chosen = list(iter_split(examples, split))
     if not chosen:
         raise DetectorError(f"split {split!r} of {data_dir} is empty")
-    cache = BottleneckCache(cache_dir or Path(data_dir) / ".bottlenecks", bundle.backbone_id)
+    cache = BottleneckCache.for_backbone(cache_dir or Path(data_dir) / ".bottlenecks",
+                                         bundle.backbone)
     feats = gather(chosen, bundle.backbone, cache, tiles=bundle.tiles, progress=progress)
     modes = {"whole_image": image_scores(bundle.heads, feats, False)}
     if bundle.tiles is not None:

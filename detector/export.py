@@ -40,7 +40,7 @@ def export_saved_model(bundle: Bundle, out_dir: str | Path) -> Path:
     bias = tf.constant(heads.bias)
 
     def score_pixels(pixels: Any) -> Any:
-        emb = tf.cast(bb.model(bb.scale_pixels(pixels), training=False), tf.float32)
+        emb = bb.features(pixels)  # the taps, pooled and joined, as in the worker
         return tf.sigmoid(tf.matmul((emb - mean) / scale, kernel) + bias)
 
     def one(data: Any) -> Any:

@@ -99,3 +99,10 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, policy: str) -> float:
             return float(c.thresholds[ok[np.argmax(c.recall[ok])]])
         return float(c.thresholds[int(np.argmax(f1))])
     raise DetectorError(f"unknown threshold policy {policy!r} (use 'precision>=0.9' or 'f1')")
+
+
+def precision_at_recall(y: np.ndarray, scores: np.ndarray, min_recall: float) -> float:
+    """The highest precision of any threshold whose recall is >= `min_recall` (0 if none)."""
+    c = pr_curve(y, scores)
+    ok = c.recall >= min_recall - 1e-12
+    return float(c.precision[ok].max()) if ok.any() else 0.0

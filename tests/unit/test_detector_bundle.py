@@ -31,9 +31,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = TrainConfig(epochs=4, augment=1, validation_pct=25, test_pct=25, patience=2)
+    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25)
     return train_bundle(data_dir, tmp_path_factory.mktemp("b") / "bundle", input_size=SIZE,
-                        progress=False, config=cfg)
+                        weights="none", progress=False, config=cfg)
 
 
 @pytest.fixture(scope="module")
@@ -99,20 +99,22 @@ def test_random_backbone_warns_on_every_load(bundle_dir: Path,
     assert sum("RANDOM-WEIGHT BACKBONE" in r.message for r in caplog.records) == 2
 
 
-def test_embed_pads_to_a_fixed_batch_and_never_retraces(bundle: Bundle) -> None:
+def test_embed_pads_to_bucket_sizes_each_traced_once(bundle: Bundle) -> None:
     bundle.batch_size = 4
     px = np.stack([prepare(png_bytes(SIZE, s), SIZE)[0].pixels for s in range(9)])
-    full = bundle.embed(px)
-    for n in (1, 3, 5):
-        np.testing.assert_allclose(bundle.embed(px[:n]), full[:n], rtol=1e-5, atol=1e-7)
-    assert bundle.backbone._compiled().experimental_get_tracing_count() == 1
+    full = bundle.embed(px)  # 4 + 4 + 1
+    for n in (1, 2, 3, 5, 3, 1):
+        np.testing.assert_allclose(bundle.embed(px[:n]), full[:n], rtol=1e-5, atol=1e-6)
+    assert bundle.backbone.buckets() == [1, 2, 4]
+    for size in (1, 2, 4):
+        assert bundle.backbone._compiled(size).experimental_get_tracing_count() == 1
     bundle.batch_size = 32
 
 
 def test_adding_a_brand_keeps_the_other_heads(bundle_dir: Path, data_dir: Path,
                                               tmp_path: Path) -> None:
     base = load_bundle(bundle_dir, embed=False)
-    cfg = TrainConfig(epochs=2, augment=1, validation_pct=25, test_pct=25, seed=5)
+    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25, seed=5)
     out = train_bundle(data_dir, tmp_path / "more", input_size=SIZE, progress=False,
                        config=cfg, brands=["globex"], base_bundle=bundle_dir)
     grown = load_bundle(out, embed=False)
