@@ -24,9 +24,9 @@ def _env(name: str, default: str | None) -> str | None:
 
 def _add_weights(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--weights", default=_env("LOGOWATCH_WEIGHTS", default),
-                   help="backbone weights: 'imagenet' (Keras downloads once), a local weights "
-                        "file, or 'none' (random, seeded; tests and offline demos only) "
-                        f"(env LOGOWATCH_WEIGHTS; default {default})")
+                   help="backbone weights: 'nsfwjs' (imported from npm), 'imagenet', a local "
+                        "weights file, or 'none' (random, seeded; tests only) (env "
+                        "LOGOWATCH_WEIGHTS; default: what the bundle records)")
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
@@ -55,19 +55,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inception_v3 | mobilenet_v3_small | mobilenet_v3_large | "
                         "efficientnet_b0 (default inception_v3)")
     p.add_argument("--weights", default=_env("LOGOWATCH_WEIGHTS", None),
-                   help="backbone weights: 'imagenet' (Keras downloads once), a local weights "
-                        "file, or 'none' (random, seeded; tests and offline demos only) (env "
-                        "LOGOWATCH_WEIGHTS; default imagenet, or the --base bundle's own)")
+                   help="backbone weights: 'nsfwjs' (ImageNet-frozen Inception v3 imported "
+                        "from npm once, offline after), 'imagenet' (Keras downloads once), a "
+                        "local weights file, or 'none' (random, seeded; tests only) (env "
+                        "LOGOWATCH_WEIGHTS; default nsfwjs, or the --base bundle's own)")
     p.add_argument("--input-size", type=int, default=None,
                    help="backbone input side in pixels (default: the net's own, 299 for "
                         "Inception v3; 75 is the smallest Inception accepts)")
+    p.add_argument("--taps", default=None,
+                   help="embedding taps, e.g. 'mixed2:max' or 'mixed2:max,mixed5:max' "
+                        "(LAYER:max|avg, joined); default: compare the backbone's candidates "
+                        "on validation PR-AUC and keep the best")
+    p.add_argument("--precision", default=None, choices=["float32", "mixed_float16",
+                                                         "mixed_bfloat16"],
+                   help="backbone compute precision, part of the backbone id (default "
+                        "mixed_float16 with a GPU, float32 without; env LOGOWATCH_PRECISION)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights, splits of "
                    "resampling and head init (default 0)")
-    p.add_argument("--epochs", type=int, default=60, help="max epochs per head (default 60)")
-    p.add_argument("--batch-size", type=int, default=64, help="head batch size (default 64)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam rate (default 1e-3)")
-    p.add_argument("--dropout", type=float, default=0.3, help="dropout before each head "
-                   "(default 0.3)")
+    p.add_argument("--l2", type=float, default=1e-2,
+                   help="L2 penalty on each head's weights (default 0.01)")
+    p.add_argument("--max-iter", type=int, default=500,
+                   help="L-BFGS iterations per head (default 500)")
     p.add_argument("--no-class-weights", action="store_true",
                    help="turn off inverse-frequency class weights in the loss")
     p.add_argument("--resample", choices=["none", "up", "down"], default="none",
@@ -88,15 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", default="precision>=0.9",
                    help="threshold policy on validation: 'precision>=P' (highest recall with "
                         "precision >= P) or 'f1' (default precision>=0.9)")
-    p.add_argument("--patience", type=int, default=10,
-                   help="early stop after this many epochs without better validation PR-AUC")
     p.add_argument("--validation-pct", type=float, default=10.0,
                    help="percent of images (by name hash) for validation (default 10)")
     p.add_argument("--test-pct", type=float, default=10.0,
                    help="percent of images (by name hash) for test (default 10)")
     p.add_argument("--search", action="store_true",
-                   help="try 9 learning-rate x dropout pairs per head, keep the best on "
-                        "validation PR-AUC")
+                   help="try L2 strengths 0.001-1 (x with/without augmented positives) per "
+                        "head, keep the best on validation PR-AUC")
     p.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this folder")
     _add_cache(p)
     p.add_argument("--brand", action="append", default=None,
@@ -157,18 +163,19 @@ def _train(args: argparse.Namespace) -> int:
     from detector.train import TrainConfig, train_bundle
 
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        dropout=args.dropout, class_weights=not args.no_class_weights, resample=args.resample,
-        augment=args.augment, augment_all=args.augment_all, flip=not args.no_flip,
+        l2=args.l2, max_iter=args.max_iter, class_weights=not args.no_class_weights,
+        resample=args.resample, augment=args.augment, augment_all=args.augment_all,
+        flip=not args.no_flip,
         tiles=TileSpec(args.tiles, args.tile_overlap) if args.tiles >= 2 else None,
-        tile_negatives=not args.no_tile_negatives, threshold_policy=args.threshold,
-        patience=args.patience, seed=args.seed, validation_pct=args.validation_pct,
+        tile_negatives=not args.no_tile_negatives,
+        taps=tuple(args.taps.split(",")) if args.taps else None,
+        threshold_policy=args.threshold, seed=args.seed, validation_pct=args.validation_pct,
         test_pct=args.test_pct, search=args.search, tensorboard=args.tensorboard,
     )
     out = train_bundle(args.data, args.out, backbone=args.backbone, weights=args.weights,
                        input_size=args.input_size, progress=not args.no_progress, config=cfg,
                        cache_dir=args.cache_dir, brands=args.brand, base_bundle=args.base,
-                       seed=args.seed)
+                       seed=args.seed, precision=args.precision)
     print(f"bundle written to {out}")
     if args.evaluate or args.saved_model:
         from detector.bundle import load_bundle

@@ -25,7 +25,7 @@ def tiny_bundle(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from detector.train import TrainConfig, train_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    config = TrainConfig(epochs=3, augment=0, validation_pct=25.0, test_pct=10.0, patience=2)
+    config = TrainConfig(augment=0, validation_pct=25.0, test_pct=10.0)
     return train_bundle(synth_dir, out, weights="none", input_size=75, progress=False,
                         config=config)
 
