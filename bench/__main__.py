@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default all)")
     p.add_argument("--input-size", type=int, default=d.input_size)
+    p.add_argument("--taps", default=d.taps,
+                   help=f"embedding taps of the benchmarked bundle (default {d.taps}, the "
+                   "shipped recipe's; the seed-style baseline also runs the full net)")
     p.add_argument("--model-batch-sizes", type=_ints, default=d.model_batch_sizes)
     p.add_argument("--e2e-batch-sizes", type=_ints, default=d.e2e_batch_sizes)
     p.add_argument("--records", type=int, default=d.records,
@@ -43,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="least timed seconds per model-bound batch size")
     p.add_argument("--images", type=int, default=d.images, help="distinct JPEGs generated")
     p.add_argument("--precisions", default=",".join(d.precisions),
-                   help="model-bound precisions: default (the project's: mixed fp16 on GPU, "
-                   "fp32 on CPU), float16, bfloat16")
+                   help="model-bound precisions: default (what the bundle records), "
+                   "float32, float16, bfloat16")
     p.add_argument("--head-embeddings", type=int, default=d.head_embeddings)
     p.add_argument("--partitions", type=int, default=d.partitions)
     p.add_argument("--bootstrap-servers", dest="bootstrap",

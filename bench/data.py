@@ -5,8 +5,10 @@ The JPEGs are photographs bundled with scikit-image, cropped, resized to Instagr
 Noise matters: a flat synthetic picture compresses to a fraction of a real photo's bytes and
 decodes faster, which would flatter the decode bound.
 
-The bundle wraps a random-initialised backbone (no weights can be downloaded here) with random
-heads. Speed does not depend on the weights' values, only on their shapes.
+The bundle wraps a random-initialised backbone with random heads: speed does not depend on the
+weights' values, only on their shapes and on where the net is cut (the taps). The shipped
+recipe's taps (`mixed2:max`) and the full net (`mixed10:avg`, the 2016 prototype's) are both
+measured.
 """
 
 from __future__ import annotations
@@ -107,13 +109,14 @@ class ImageServer:
         self.server.server_close()
 
 
-def make_bundle(out: Path, input_size: int, seed: int = 0) -> Path:
-    """A bundle of random heads on a random backbone, tiles on (grid 2), saved to `out`."""
+def make_bundle(out: Path, input_size: int, seed: int = 0, taps: str = "mixed2:max") -> Path:
+    """A bundle of random heads on a random backbone tapped at `taps`, tiles on (grid 2)."""
     from detector.bundle import Heads, save_bundle
     from detector.model import Backbone
     from detector.preprocess import TileSpec
 
-    backbone = Backbone("inception_v3", weights="none", input_size=input_size, seed=seed)
+    backbone = Backbone("inception_v3", weights="none", input_size=input_size, seed=seed,
+                        taps=taps)
     rng = np.random.default_rng(seed)
     d, b = backbone.embed_dim, len(BRANDS)
     heads = Heads(list(BRANDS), np.zeros(d, np.float32), np.ones(d, np.float32),

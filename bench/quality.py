@@ -1,18 +1,20 @@
-"""Detector quality benchmark: retrain.py-style head vs our recipe on the same cached features.
+"""Detector quality benchmark: retrain.py-style vs our recipe, on random and imported weights.
 
     PYTHONPATH=. python -m bench.quality --out bench/results/quality.json
 
-Synthetic set (`detector.synth`), one brand, 1:9 logo / no-logo, most logos small; random-init
-Inception v3 at 299 (no downloads), so absolute numbers say nothing about real photos: the
-benchmark compares recipes, which all read the very same cached embeddings.
+Synthetic set (`detector.synth`), one brand, 1:9 logo / no-logo, most logos small, distractor
+marks; Inception v3 at 299, once with random weights (seeded) and once with the ImageNet-
+derived weights imported from npm (`logowatch weights import nsfwjs`). Absolute numbers say
+little about real photos; the benchmark compares recipes and weights on the same images.
 
-(a) baseline, retrain.py-style: softmax over {no-logo, brand}, no class weights, no
-    augmentation, no threshold tuning (argmax, i.e. p >= 0.5), whole image only.
-(b) ours: sigmoid head, class weights, labelled tiles (negatives' tiles, boxed positives),
-    early stop on validation PR-AUC, `--search` (learning rate x dropout x with/without the
-    cached augmented positives, chosen on validation PR-AUC), threshold tuned on validation
-    (precision >= 0.9), score = max over the whole image and 2x2 tiles.
-Both get the same standardised embeddings and the same optimiser and epoch budget.
+(a) retrain.py-style: the full net's average pool (`mixed10:avg`), softmax over {no-logo,
+    brand}, no class weights, no augmentation, no threshold tuning (argmax), whole image only.
+(b) ours: the embedding chosen among candidate taps on validation PR-AUC, logistic heads with
+    class weights, labelled tiles (negatives' tiles, boxed positives), `--search` (L2 strength
+    x with/without the cached augmented positives, chosen on validation PR-AUC), threshold
+    tuned on validation (precision >= 0.9); scored on the whole image, and as the max over the
+    whole image and 2x2 tiles.
+All read the same standardised, cached embeddings of one backbone pass per image and variant.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from detector.metrics import (
     at_threshold,
     average_precision,
     choose_threshold,
+    precision_at_recall,
     recall_at_precision,
 )
 from detector.preprocess import TileSpec
 from detector.synth import generate
 from detector.train import (
-    Features,
     TrainConfig,
+    choose_taps,
     gather,
     image_scores,
     labels,
@@ -50,38 +53,51 @@ from detector.train import (
 BRAND = "acme"
 
 
-def softmax_baseline(train: Features, val: Features, cfg: TrainConfig) -> Any:
-    """retrain.py's final layer: dense softmax over classes, plain cross-entropy."""
+def softmax_baseline(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Any:
+    """retrain.py's final layer: dense softmax over classes, plain cross-entropy, SGD-style
+    minibatches, argmax at inference; on the very same standardisation as ours."""
     import keras
 
-    keras.utils.set_random_seed(cfg.seed)
-    mean, scale = standardiser(train.whole)  # the very same input transform as ours
-    y = labels(train.examples, BRAND).astype(int)
-    model = keras.Sequential([keras.Input((train.whole.shape[1],)),
-                              keras.layers.Dropout(cfg.dropout),
+    keras.utils.set_random_seed(seed)
+    mean, scale = standardiser(x)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dropout(0.3),
                               keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss="sparse_categorical_crossentropy")
-    model.fit((train.whole - mean) / scale, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
-              verbose=0, shuffle=True)
-    return lambda x: model.predict((x - mean) / scale, verbose=0)[:, 1]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit((x - mean) / scale, y.astype(int), epochs=epochs, batch_size=64, verbose=0,
+              shuffle=True)
+    return lambda v: model.predict((v - mean) / scale, verbose=0)[:, 1]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from detector.model import Backbone
+def run_weights(args: argparse.Namespace, weights: str) -> dict[str, Any]:
+    """Both recipes on one set of backbone weights."""
+    from detector.model import BACKBONES, Backbone, parse_taps
 
     t0 = time.time()
     data = Path(args.work) / "data"
-    if not (data / "manifest.csv").is_file():
-        generate(data, n_images=args.images, brands=(BRAND,), logo_fraction=0.1, seed=args.seed,
-                 small_fraction=args.small_fraction)
-    cfg = TrainConfig(epochs=args.epochs, augment=args.augment, tiles=TileSpec(2, 0.25),
-                      validation_pct=20.0, test_pct=35.0, seed=args.seed, search=True)
+    cfg = TrainConfig(augment=args.augment, tiles=TileSpec(2, 0.25), validation_pct=20.0,
+                      test_pct=35.0, seed=args.seed, search=True)
     examples, _ = list_examples(data, validation_pct=cfg.validation_pct, test_pct=cfg.test_pct)
-    bb = Backbone("inception_v3", weights="none", input_size=args.size, seed=args.seed,
-                  batch_size=32)
-    cache = BottleneckCache(Path(args.work) / "bottlenecks", bb.backbone_id)
     split = {s: [e for e in examples if e.split == s] for s in ("train", "validation", "test")}
+    candidates = [parse_taps(c) for c in BACKBONES["inception_v3"].candidates]
+    full = parse_taps("mixed10:avg")
+    union = list(dict.fromkeys(t for c in [*candidates, full] for t in c))
+    probe = Backbone("inception_v3", weights=weights, input_size=args.size, seed=args.seed,
+                     batch_size=32, taps=[str(t) for t in union])
+    root = Path(args.work) / "bottlenecks"
+    say(f"[quality] {weights}: whole-image features of every candidate tap")
+    taps, tap_scores = choose_taps(split["train"], split["validation"], [BRAND], probe,
+                                   BottleneckCache.for_backbone(root, probe), candidates, cfg)
+    probe_cache = BottleneckCache.for_backbone(root, probe)
+    cols = probe.columns(full)
+    base_train = gather(split["train"], probe, probe_cache, progress=False)
+    base_test = gather(split["test"], probe, probe_cache, progress=False)
+    del probe
+    t_probe = time.time() - t0
+
+    say(f"[quality] {weights}: taps {','.join(map(str, taps))}: tiles and augmentations")
+    bb = Backbone("inception_v3", weights=weights, input_size=args.size, seed=args.seed,
+                  batch_size=32, taps=[str(t) for t in taps])
+    cache = BottleneckCache.for_backbone(root, bb)
     pos = np.array([BRAND in e.brands for e in split["train"]])
     train = gather(split["train"], bb, cache, tiles=cfg.tiles, augment=cfg.augment,
                    augment_mask=pos)
@@ -89,77 +105,82 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test = gather(split["test"], bb, cache, tiles=cfg.tiles)
     t_features = time.time() - t0
 
-    base_fn = softmax_baseline(train, val, cfg)
-    base_scores = base_fn(test.whole)
+    base_fn = softmax_baseline(base_train.whole[:, cols], labels(base_train.examples, BRAND),
+                               args.epochs, args.seed)
+    base_scores = base_fn(base_test.whole[:, cols])
+    t_fit = time.time()
     heads, thresholds, report = train_heads(train, val, [BRAND], cfg, progress=False)
+    t_fit = time.time() - t_fit
     # the same heads scored on the whole image only, with a threshold tuned for that mode
-    thr_whole = {BRAND: choose_threshold(labels(val.examples, BRAND),
-                                         image_scores(heads, val, False)[:, 0],
-                                         cfg.threshold_policy)}
-    ours_tiles = image_scores(heads, test, True)[:, 0]
-    ours_whole = image_scores(heads, test, False)[:, 0]
+    thr_whole = choose_threshold(labels(val.examples, BRAND),
+                                 image_scores(heads, val, False)[:, 0], cfg.threshold_policy)
+    ours = {"whole": (image_scores(heads, test, False)[:, 0], thr_whole),
+            "tiles": (image_scores(heads, test, True)[:, 0], thresholds[BRAND])}
 
     y = labels(test.examples, BRAND).astype(bool)
     small = np.array([e.small for e in test.examples]) & y
     sub = small | ~y  # small-logo positives + every negative
-    base_at = at_threshold(y, base_scores, 0.5)
-    p_base = base_at["precision"]
-    res: dict[str, Any] = {
-        "setup": {
-            "images": args.images, "train": len(train.examples), "validation":
-            len(val.examples), "test": len(test.examples), "test_positives": int(y.sum()),
-            "test_small_positives": int(small.sum()), "backbone": "inception_v3 random init",
-            "input_size": args.size, "tiles": "2x2, overlap 0.25", "augment": args.augment,
-            "epochs": args.epochs, "seed": args.seed,
-        },
-        "baseline_retrain_py": {
-            "average_precision": average_precision(y, base_scores), **base_at,
-        },
-        "ours_whole_image": {
-            "average_precision": average_precision(y, ours_whole),
-            "recall_at_baseline_precision": recall_at_precision(y, ours_whole, p_base),
-            **at_threshold(y, ours_whole, thr_whole[BRAND]),
-        },
-        "ours_tiles": {
-            "average_precision": average_precision(y, ours_tiles),
-            "recall_at_baseline_precision": recall_at_precision(y, ours_tiles, p_base),
-            **at_threshold(y, ours_tiles, thresholds[BRAND]),
-        },
-        "small_logo_subset": {
-            "baseline_recall": at_threshold(y[sub], base_scores[sub], 0.5)["recall"],
-            "ours_whole_recall": at_threshold(y[sub], ours_whole[sub], thr_whole[BRAND])["recall"],
-            "ours_tiles_recall": at_threshold(y[sub], ours_tiles[sub], thresholds[BRAND])["recall"],
-            "baseline_ap": average_precision(y[sub], base_scores[sub]),
-            "ours_whole_ap": average_precision(y[sub], ours_whole[sub]),
-            "ours_tiles_ap": average_precision(y[sub], ours_tiles[sub]),
-        },
+
+    def row(scores: np.ndarray, thr: float) -> dict[str, Any]:
+        return {"average_precision": average_precision(y, scores), **at_threshold(y, scores, thr),
+                "precision_at_recall_0.8": precision_at_recall(y, scores, 0.8),
+                "recall_at_precision_0.9": recall_at_precision(y, scores, 0.9),
+                "small_ap": average_precision(y[sub], scores[sub]),
+                "small_recall": at_threshold(y[sub], scores[sub], thr)["recall"]}
+
+    return {
+        "weights": bb.provenance, "taps": [str(t) for t in taps], "tap_selection": tap_scores,
+        "retrain_py": row(base_scores, 0.5),
+        "ours_whole_image": row(*ours["whole"]),
+        "ours_tiles": row(*ours["tiles"]),
         "ours_chosen_on_validation": report[BRAND],
-        "seconds": {"features": round(t_features, 1), "total": round(time.time() - t0, 1),
+        "seconds": {"probe_features": round(t_probe, 1), "features": round(t_features, 1),
+                    "head_fits": round(t_fit, 2), "total": round(time.time() - t0, 1),
                     "cache_hits": cache.stats.hits, "cache_misses": cache.stats.misses},
     }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(args.work) / "data"
+    if not (data / "manifest.csv").is_file():
+        generate(data, n_images=args.images, brands=(BRAND,), logo_fraction=0.1, seed=args.seed,
+                 small_fraction=args.small_fraction)
+    examples, _ = list_examples(data, validation_pct=20.0, test_pct=35.0)
+    test = [e for e in examples if e.split == "test"]
+    res: dict[str, Any] = {"setup": {
+        "images": args.images, "train": sum(e.split == "train" for e in examples),
+        "validation": sum(e.split == "validation" for e in examples), "test": len(test),
+        "test_positives": sum(BRAND in e.brands for e in test),
+        "test_small_positives": sum(BRAND in e.brands and e.small for e in test),
+        "backbone": "inception_v3", "input_size": args.size, "tiles": "2x2, overlap 0.25",
+        "augment": args.augment, "softmax_epochs": args.epochs, "seed": args.seed}}
+    for weights in args.weights.split(","):
+        res[weights] = run_weights(args, weights)
     return res
 
 
 def table(res: dict[str, Any]) -> str:
-    b, w, t = res["baseline_retrain_py"], res["ours_whole_image"], res["ours_tiles"]
-    s = res["small_logo_subset"]
     rows = [
-        "| recipe | PR-AUC (AP) | precision | recall | recall at baseline precision |",
-        "|---|---|---|---|---|",
-        f"| (a) retrain.py-style | {b['average_precision']:.3f} | {b['precision']:.3f} | "
-        f"{b['recall']:.3f} | {b['recall']:.3f} |",
-        f"| (b) ours, whole image | {w['average_precision']:.3f} | {w['precision']:.3f} | "
-        f"{w['recall']:.3f} | {w['recall_at_baseline_precision']:.3f} |",
-        f"| (b) ours, + 2x2 tiles | {t['average_precision']:.3f} | {t['precision']:.3f} | "
-        f"{t['recall']:.3f} | {t['recall_at_baseline_precision']:.3f} |",
-        "",
-        "| small-logo subset | baseline | ours whole | ours + tiles |",
-        "|---|---|---|---|",
-        f"| recall at own threshold | {s['baseline_recall']:.3f} | {s['ours_whole_recall']:.3f} "
-        f"| {s['ours_tiles_recall']:.3f} |",
-        f"| AP | {s['baseline_ap']:.3f} | {s['ours_whole_ap']:.3f} | {s['ours_tiles_ap']:.3f} |",
+        "| weights | recipe | taps | AP | precision | recall | P at R>=0.8 | small-logo AP "
+        "| small-logo recall |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    for weights, r in res.items():
+        if weights == "setup":
+            continue
+        for key, name, taps in (("retrain_py", "(a) retrain.py-style", "mixed10:avg"),
+                                ("ours_whole_image", "(b) ours, whole image", None),
+                                ("ours_tiles", "(b) ours, + 2x2 tiles", None)):
+            m = r[key]
+            rows.append(f"| {r['weights']} | {name} | {taps or ','.join(r['taps'])} | "
+                        f"{m['average_precision']:.3f} | {m['precision']:.3f} | "
+                        f"{m['recall']:.3f} | {m['precision_at_recall_0.8']:.3f} | "
+                        f"{m['small_ap']:.3f} | {m['small_recall']:.3f} |")
     return "\n".join(rows)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=1000, help="synthetic images (default 1000)")
     p.add_argument("--size", type=int, default=299, help="backbone input size (default 299)")
     p.add_argument("--augment", type=int, default=4, help="augmented variants per positive")
-    p.add_argument("--epochs", type=int, default=80, help="head training epochs (default 80)")
+    p.add_argument("--epochs", type=int, default=80,
+                   help="epochs of the retrain.py-style softmax layer (default 80)")
+    p.add_argument("--weights", default="none,nsfwjs",
+                   help="comma-separated backbone weights to compare (default none,nsfwjs)")
     p.add_argument("--small-fraction", type=float, default=0.6,
                    help="share of logo images whose logos are small (default 0.6)")
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
@@ -178,11 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     res = run(args)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_file():  # one file, one table: keep the other weights' rows
+        before = json.loads(out.read_text())
+        if before.get("setup") == res["setup"]:
+            res = {**before, **res}
     print(json.dumps(res, indent=2))
     print(table(res))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
     return 0
 
 

@@ -39,7 +39,7 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
     assert {"cpu_model", "logical_cpus", "packages"} <= set(result["machine"])
     assert set(result["model"]["default"]["by_batch"]) == {"1", "4"}
     assert {"one_core", "all_cores", "threads", "tiles_all_cores"} <= set(result["decode"])
-    assert result["baseline"]["stored"] == 4
+    assert result["baseline"]["stored"] == 4 and result["baseline_shipped"]["stored"] == 4
     assert result["training"]["head"]["embeddings"] == 300
     run = result["e2e"]["by_batch"]["4"]
     assert run["stored"] == 8 and run["statuses"] == {"ok": 8}
@@ -47,7 +47,7 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
     assert run["peak_rss_mib"][0] > 0
     assert result["tiles"]["tiles"] is True and result["tiles"]["stored"] == 4
     assert len(result["scaling"]["two_processes"]["peak_rss_mib"]) == 2
-    for key in ("vs_bound", "vs_baseline", "vs_shared_cpu_bound", "tiles_vs_bound",
+    for key in ("vs_bound", "vs_baseline", "vs_baseline_shipped", "vs_shared_cpu_bound", "tiles_vs_bound",
                 "two_vs_one_process"):
         assert result["ratios"][key] > 0
     assert set(result["ratios"]["target_vs_bound"]) == {"target", "met"}
