@@ -58,11 +58,22 @@ def _services(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _demo_weights() -> tuple[str, int]:
-    """ImageNet weights when Keras already has them (no download here), else random."""
+    """ImageNet weights when Keras already has them, else the ImageNet-derived weights
+    imported from npm (importing them once), else random weights, said loudly."""
+    from detector.errors import DetectorError
+    from detector.weights import import_weights, weights_file
+
     cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
     if cached.exists():
         return "imagenet", 299
-    return "none", 139
+    try:
+        if weights_file("nsfwjs") is None:
+            print("demo: importing the ImageNet-derived Inception v3 weights from npm (once)")
+            import_weights("nsfwjs")
+        return "nsfwjs", 299
+    except DetectorError as exc:
+        print(f"demo: {exc}")
+        return "none", 139
 
 
 def _demo_model(state_dir: Path) -> Path:
@@ -76,14 +87,15 @@ def _demo_model(state_dir: Path) -> Path:
         print(f"demo: reusing the demo model in {out}")
         return out
     if weights == "none":
-        print("demo: no ImageNet weights on this machine: the demo model uses a RANDOM "
+        print("demo: no pretrained weights on this machine: the demo model uses a RANDOM "
               "backbone, so its detections are not meaningful (the plumbing is)")
     data = state_dir / "demo-train"
     if not (data / "manifest.csv").exists():
         print("demo: drawing 160 synthetic training images")
         generate(data, n_images=160, brands=DEMO_BRANDS, logo_fraction=0.5, seed=11)
-    print(f"demo: training brand heads on {weights} Inception v3 at {size}px")
-    cfg = TrainConfig(epochs=20, augment=1, patience=5, validation_pct=20.0)
+    print(f"demo: training brand heads on {weights} Inception v3 at {size}px (the embedding "
+          "taps are chosen on validation, then tiles and augmentations are embedded)")
+    cfg = TrainConfig(augment=1, validation_pct=20.0)
     return train_bundle(data, out, weights=weights, input_size=size, config=cfg)
 
 
@@ -94,6 +106,10 @@ def _feed_images(state_dir: Path, n: int) -> tuple[Path, list[Any]]:
     return folder, generate(folder, n_images=n, brands=DEMO_BRANDS, logo_fraction=0.4, seed=29)
 
 
+def _post_id(i: int) -> str:
+    return f"demo-{i:05d}"
+
+
 def _posts(rows: list[Any], base_url: str) -> list[dict[str, Any]]:
     posts = []
     for i, row in enumerate(rows):
@@ -102,7 +118,7 @@ def _posts(rows: list[Any], base_url: str) -> list[dict[str, Any]]:
         if said is None and i % 7 == 0:
             said = DEMO_BRANDS[i % 3]  # text-only mentions
         caption = f"Weekend vibes #{said} with @{said}" if said else f"Weekend vibes, post {i}"
-        posts.append({"post_id": f"demo-{i:05d}", "source": "demo", "caption": caption,
+        posts.append({"post_id": _post_id(i), "source": "demo", "caption": caption,
                       "image_url": f"{base_url}/{row.file}", "author": f"user{i % 17}",
                       "posted_at": f"2024-05-{1 + i % 28:02d}T12:00:00Z"})
     return posts
@@ -166,10 +182,14 @@ def run_demo(args: argparse.Namespace) -> int:
         args.allow_host = [*args.allow_host, host]
         where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port
                  else "off")
-        print(f"demo: detector running (metrics: {where}), processing the feed")
+        if bundle.tiles is not None and not args.tiles:
+            args.tiles = True  # the thresholds were tuned on the max over image and tiles
+        print(f"demo: detector running (metrics: {where}, tiles: {args.tiles}), processing "
+              "the feed")
         args.once = True
         interrupted = _run_worker(commands.worker_config(args, bundle), bundle)
         _summary(database_url, bundle)
+        _accuracy(database_url, bundle, rows)
         if not (args.once_requested or interrupted):
             print("\ndemo: the detector keeps watching the topic for new posts; Ctrl-C stops it")
             args.once = False
@@ -216,3 +236,35 @@ def _summary(database_url: str, bundle: Any) -> None:
     print(f"\nquery it: psql '{database_url.replace('+psycopg2', '')}'")
     print("stop the services: logowatch services down")
 
+
+def _accuracy(database_url: str, bundle: Any, rows: list[Any]) -> None:
+    """Precision and recall of the stored detections against the feed's synthetic truth."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(text(
+                "SELECT post_id, brand FROM detections WHERE model_version = :v AND present"),
+                {"v": bundle.version}).all()
+            scored = {r[0] for r in conn.execute(text(
+                "SELECT DISTINCT post_id FROM detections WHERE model_version = :v"),
+                {"v": bundle.version})}
+    finally:
+        engine.dispose()
+    said = {(post, brand) for post, brand in found}
+    truth = {(_post_id(i), b) for i, row in enumerate(rows) for b in row.brands
+             if _post_id(i) in scored}
+    if not scored:
+        return
+    print(f"\nagainst the feed's known truth ({len(scored)} scored posts, "
+          f"{bundle.metadata['backbone']['weights']} weights):")
+    print(f"{'brand':<10} {'precision':>9} {'recall':>7} {'tp':>4} {'fp':>4} {'fn':>4}")
+    for brand in [*bundle.brands, "all"]:
+        s = {x for x in said if brand in ("all", x[1])}
+        t = {x for x in truth if brand in ("all", x[1])}
+        tp = len(s & t)
+        precision = tp / len(s) if s else float("nan")
+        recall = tp / len(t) if t else float("nan")
+        print(f"{brand:<10} {precision:>9.2f} {recall:>7.2f} {tp:>4} {len(s - t):>4} "
+              f"{len(t - s):>4}")
