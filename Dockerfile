@@ -3,7 +3,7 @@
 FROM python:3.11.11-slim-bookworm
 
 ARG EXTRAS=""
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2 LOGOWATCH_CACHE=/opt
 
 RUN useradd --create-home --uid 10001 logowatch
 WORKDIR /app
@@ -16,6 +16,12 @@ COPY migrations ./migrations
 COPY bench ./bench
 COPY deploy ./deploy
 RUN pip install ".${EXTRAS:+[$EXTRAS]}"
+# Bake the ImageNet-derived backbone weights (npm package nsfwjs, MIT) into the image, so a
+# detector starts air-gapped; Node and npm are needed for the import only.
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
+    && logowatch weights import nsfwjs --no-progress \
+    && apt-get purge -y nodejs npm && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* ~/.npm \
+    && chmod -R a+rX /opt/logowatch
 
 USER logowatch
 EXPOSE 9100

@@ -5,10 +5,10 @@ The JPEGs are photographs bundled with scikit-image, cropped, resized to Instagr
 Noise matters: a flat synthetic picture compresses to a fraction of a real photo's bytes and
 decodes faster, which would flatter the decode bound.
 
-The bundle wraps a random-initialised backbone with random heads: speed does not depend on the
-weights' values, only on their shapes and on where the net is cut (the taps). The shipped
-recipe's taps (`mixed2:max`) and the full net (`mixed10:avg`, the 2016 prototype's) are both
-measured.
+The bundle wraps the default backbone weights (imported nsfwjs where they exist, else random)
+with random heads: speed does not depend on the weights' values, only on their shapes and on
+where the net is cut (the taps). The shipped recipe's taps (`mixed2:max`) and the full net
+(`mixed10:avg`, the 2016 prototype's) are both measured.
 """
 
 from __future__ import annotations
@@ -110,17 +110,19 @@ class ImageServer:
 
 
 def make_bundle(out: Path, input_size: int, seed: int = 0, taps: str = "mixed2:max") -> Path:
-    """A bundle of random heads on a random backbone tapped at `taps`, tiles on (grid 2)."""
+    """Random heads on the backbone tapped at `taps` (imported weights where they exist),
+    tiles on (grid 2)."""
     from detector.bundle import Heads, save_bundle
     from detector.model import Backbone
     from detector.preprocess import TileSpec
+    from detector.weights import default_weights
 
-    backbone = Backbone("inception_v3", weights="none", input_size=input_size, seed=seed,
-                        taps=taps)
+    backbone = Backbone("inception_v3", weights=default_weights(), input_size=input_size,
+                        seed=seed, taps=taps)
     rng = np.random.default_rng(seed)
     d, b = backbone.embed_dim, len(BRANDS)
     heads = Heads(list(BRANDS), np.zeros(d, np.float32), np.ones(d, np.float32),
                   rng.normal(0, 0.02, (d, b)).astype(np.float32), np.zeros(b, np.float32))
     return save_bundle(out, backbone=backbone.describe(), heads=heads,
                        thresholds=dict.fromkeys(BRANDS, 0.5), tiles=TileSpec(2, 0.25),
-                       extra={"note": "benchmark bundle: random backbone and heads"})
+                       extra={"note": "benchmark bundle: random heads"})

@@ -132,3 +132,22 @@ def test_unreachable_registry_is_a_one_line_error_naming_the_alternatives(
     assert "--weights imagenet" in text and "--weights none" in text
     assert weights.weights_file("nsfwjs", cache=tmp_path / "cache") is None
     assert list((tmp_path / "cache" / "weights").iterdir()) == []  # no half import left
+
+
+def test_train_defaults_to_the_imported_weights_and_the_bundle_reloads_offline(
+        imported: Path, tmp_path: Path) -> None:
+    from detector.bundle import load_bundle
+    from detector.synth import generate
+    from detector.train import TrainConfig, train_bundle
+
+    generate(tmp_path / "data", n_images=24, brands=("acme",), logo_fraction=0.5, seed=2,
+             size=(120, 90))
+    out = train_bundle(tmp_path / "data", tmp_path / "b", input_size=75, progress=False,
+                       config=TrainConfig(augment=0, tiles=None, validation_pct=30,
+                                          test_pct=0, taps=("mixed2:max",)))
+    bb = json.loads((out / "bundle.json").read_text())["backbone"]
+    assert bb["weights"] == "nsfwjs@4.4.0" and bb["weights_source"] == "nsfwjs"
+    assert bb["random_weights"] is False and bb["taps"] == ["mixed2:max"]
+    bundle = load_bundle(out)  # the recorded source, found in the cache: no download
+    assert bundle.backbone.weights_file == str(imported)
+    assert bundle.backbone_id == bb["backbone_id"]

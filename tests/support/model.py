@@ -1,6 +1,6 @@
-"""A tiny model bundle for worker tests: random-initialised Inception v3 at 75 px, trained in
-seconds on synthetic images. Its scores mean nothing; the plumbing around them is what the
-worker tests prove."""
+"""A tiny model bundle for worker tests: random-initialised Inception v3 at 75 px, tapped at
+mixed2 and mixed5 (max-pooled), trained in seconds on synthetic images. Its scores mean
+nothing; the plumbing around them is what the worker tests prove."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def tiny_bundle(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from detector.train import TrainConfig, train_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    config = TrainConfig(augment=0, validation_pct=25.0, test_pct=10.0)
+    # two taps joined: the worker and rescore tests then prove a multi-tap embedding end to end
+    config = TrainConfig(augment=0, validation_pct=25.0, test_pct=10.0,
+                         taps=("mixed2:max", "mixed5:max"))
     return train_bundle(synth_dir, out, weights="none", input_size=75, progress=False,
                         config=config)
 
