@@ -7,8 +7,9 @@ decodes faster, which would flatter the decode bound.
 
 The bundle wraps the default backbone weights (imported nsfwjs where they exist, else random)
 with random heads: speed does not depend on the weights' values, only on their shapes and on
-where the net is cut (the taps). The shipped recipe's taps (`mixed2:max`) and the full net
-(`mixed10:avg`, the 2016 prototype's) are both measured.
+where the net is cut (the taps). The shipped recipe's taps (`mixed0:max,mixed1:max`, what
+`bench.quality` chose) and the full net (`mixed10:avg`, the 2016 prototype's) are both
+measured.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class ImageServer:
         self.server.server_close()
 
 
-def make_bundle(out: Path, input_size: int, seed: int = 0, taps: str = "mixed2:max") -> Path:
+def make_bundle(out: Path, input_size: int, seed: int = 0,
+                taps: str = "mixed0:max,mixed1:max") -> Path:
     """Random heads on the backbone tapped at `taps` (imported weights where they exist),
     tiles on (grid 2)."""
     from detector.bundle import Heads, save_bundle

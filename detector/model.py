@@ -2,8 +2,8 @@
 
 Every brand head reads the same embedding, so an image passes the expensive network once
 whatever the number of brands. The embedding is whatever the *taps* define: global max or
-average pooling of one or more blocks, concatenated (logos are local, mid-level patterns:
-`mixed2:max` beats the classic `mixed10:avg` by far), and the served net is cut after the
+average pooling of one or more blocks, concatenated (logos are local patterns: an early
+block max-pooled beats the classic `mixed10:avg` by far), and the served net is cut after the
 deepest tap. `backbone_id` digests the name, input size, preprocessing version, the actual
 weight values, the taps and the compute precision: two backbones with the same id produce
 the same embeddings, so stored embeddings stay reusable by heads trained later, and a bundle
@@ -40,13 +40,14 @@ class BackboneSpec:
     default_size: int
     min_size: int
     scale: str  # "tf": [-1, 1]; "raw": 0..255, the model rescales itself
-    # embeddings training chooses from on validation PR-AUC, best guess first
+    # embeddings training chooses from on validation PR-AUC, cheapest first (ties go to it)
     candidates: tuple[tuple[str, ...], ...] = ((f"{TOP}:avg",),)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "inception_v3": BackboneSpec("InceptionV3", 299, 75, "tf", (
-        ("mixed2:max",), ("mixed5:max",), ("mixed7:max",), ("mixed2:max", "mixed5:max"),
+        ("mixed0:max",), ("mixed1:max",), ("mixed2:max",), ("mixed3:max",), ("mixed5:max",),
+        ("mixed7:max",), ("mixed0:max", "mixed1:max"), ("mixed1:max", "mixed3:max"),
         ("mixed10:avg",))),
     "mobilenet_v3_small": BackboneSpec("MobileNetV3Small", 224, 32, "raw"),
     "mobilenet_v3_large": BackboneSpec("MobileNetV3Large", 224, 32, "raw"),

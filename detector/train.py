@@ -296,10 +296,13 @@ def choose_taps(
         mean, scale = standardiser(x)
         aps = []
         for brand in brands:
-            k, b, _ = fit_head((x - mean) / scale, labels(train.examples, brand), cfg,
-                               progress=False, desc=f"taps {','.join(map(str, cand))}")
-            aps.append(average_precision(labels(val.examples, brand),
-                                         ((xv - mean) / scale) @ k + b))
+            y, yv = labels(train.examples, brand), labels(val.examples, brand)
+            best_ap = 0.0
+            for l2 in L2_GRID:  # each candidate at its own best regularisation
+                k, b, _ = fit_head((x - mean) / scale, y, replace(cfg, l2=l2), progress=False,
+                                   desc=f"taps {','.join(map(str, cand))}")
+                best_ap = max(best_ap, average_precision(yv, ((xv - mean) / scale) @ k + b))
+            aps.append(best_ap)
         scores[",".join(map(str, cand))] = float(np.mean(aps))
         log.info("taps %s: validation PR-AUC %.3f", ",".join(map(str, cand)), np.mean(aps))
     best = max(candidates, key=lambda c: scores[",".join(map(str, c))])
