@@ -146,11 +146,13 @@ def _cli(*argv: str) -> int:
 
 def _ingest(bootstrap: str, database_url: str, topic: str, posts: list[dict[str, Any]],
             path: Path) -> None:
-    """The feed goes in through the real ``logowatch ingest file`` command (checkpoints and
-    dedup included), exactly as a user would run it."""
+    """The feed goes in through the real ``logowatch ingest file`` command, exactly as a user
+    would run it, but without cross-run dedup: every demo run sends its whole feed again, so a
+    new demo model scores every post (the worker's upserts make the repeat harmless)."""
     path.write_text("".join(json.dumps(p) + "\n" for p in posts))
     code = _cli("ingest", "file", str(path), "--once", "--bootstrap-servers", bootstrap,
-                "--database-url", database_url, "--topic", topic, "--metrics-port", "0")
+                "--database-url", database_url, "--topic", topic, "--metrics-port", "0",
+                "--no-checkpoint")
     if code not in (0, 3):
         raise WorkerError(f"ingesting the demo feed failed (exit {code})")
 
