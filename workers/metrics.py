@@ -52,6 +52,10 @@ class WorkerMetrics:
         self.db_errors = Counter("logowatch_worker_db_errors_total",
                                  "Database transactions that failed and were retried",
                                  registry=r)
+        self.unexpected = Counter("logowatch_worker_unexpected_errors_total",
+                                  "Records whose step raised an exception it does not expect "
+                                  "(stored as internal_error or dead-lettered), by stage",
+                                  ["stage"], registry=r)
         self.commits = Counter("logowatch_worker_offset_commits_total",
                                "Offset commits sent to Kafka", registry=r)
         self.model_info = Gauge("logowatch_worker_model_info", "The loaded model (value 1)",

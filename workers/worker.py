@@ -28,7 +28,7 @@ from workers.fetch import FetchConfig, Fetcher
 from workers.metrics import Health, WorkerMetrics, serve
 from workers.offsets import OffsetTracker
 from workers.sink import ResultWriter, retry_forever
-from workers.strategy import BatchStep, Message, MessageRejected, RunInThreads, Sink
+from workers.strategy import Batch, BatchStep, Message, MessageRejected, RunInThreads, Sink
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,15 @@ class Worker(AsyncConsumerRebalanceListener):
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
         self.fetcher = Fetcher(config.fetch)
+        self.dead_letters = stages.DeadLetters(
+            self.producer, config.dlq_topic or f"{config.topic}.dlq", self.metrics,
+            window=config.dlq_window, max_ratio=config.dlq_max_ratio)
+        self.internal_errors = stages.Tripwire(
+            "failed with an unexpected error", "The model, the database or the code is "
+            "broken for every record; fix it, then restart the worker (those records keep "
+            "their internal_error status until they are produced again).",
+            window=config.dlq_window, max_ratio=config.dlq_max_ratio)
+        self._outcomes: list[tuple[bool, str]] = []
         self.chain = self._build_chain()
         self._server = (serve(self.metrics, self.health, config.metrics_port)
                         if config.metrics_port is not None else None)
@@ -107,14 +116,13 @@ class Worker(AsyncConsumerRebalanceListener):
                     metrics=self.metrics),
             batch, workers=c.fetch_workers, max_pending=c.max_inflight, name="fetch",
         )
-        dead = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq", self.metrics,
-                                  window=c.dlq_window, max_ratio=c.dlq_max_ratio)
-        return stages.ParseStep(dead, fetch)
+        return stages.ParseStep(self.dead_letters, fetch)
 
-    def _write(self, batch: Any) -> Any:
-        posts, detections, embeddings = stages.rows_for(batch, self.bundle,
+    def _store(self, messages: list[Message[Any]]) -> list[dict[str, Any]]:
+        """One transaction for ``messages``; connection failures are retried until the drain
+        deadline (then ``_Abandoned``), anything else raises."""
+        posts, detections, embeddings = stages.rows_for(Batch(messages), self.bundle,
                                                         self.config.pseudonymise)
-        started = time.perf_counter()
 
         def failed(_: BaseException) -> None:
             self.health.db_ok = False
@@ -127,6 +135,43 @@ class Worker(AsyncConsumerRebalanceListener):
                            should_stop=self._abandon_writes, on_error=failed, on_ok=recovered)
         if not ok:
             raise _Abandoned
+        return detections
+
+    def _store_alone(self, message: Message[Any]) -> list[dict[str, Any]]:
+        """A record whose batch could not be written: its own rows, else a status row
+        (``internal_error``), else a dead letter, so no record can stop the worker."""
+        try:
+            return self._store([message])
+        except _Abandoned:
+            raise
+        except Exception as exc:
+            reason = stages.unexpected("write", exc, self.metrics)
+        work = message.payload
+        if work.record is not None:
+            work.status, work.error, work.embedding, work.scores = stages.INTERNAL, reason, None, {}
+            try:
+                return self._store([message])
+            except _Abandoned:
+                raise
+            except Exception as exc:
+                reason = stages.unexpected("write", exc, self.metrics)
+        key = value = None
+        with contextlib.suppress(Exception):
+            key, value = work.record.key, work.record.to_bytes()
+        self.dead_letters.send(message, reason, key, value)
+        work.status = stages.DEAD
+        return []
+
+    def _write(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            detections = self._store(batch.messages)
+        except _Abandoned:
+            raise
+        except Exception as exc:
+            log.warning("writing a batch of %d failed (%s); writing its records one by one",
+                        len(batch.messages), type(exc).__name__)
+            detections = [d for m in batch.messages for d in self._store_alone(m)]
         self.metrics.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
         now = time.time()
         for m in batch.messages:
@@ -153,6 +198,7 @@ class Worker(AsyncConsumerRebalanceListener):
     def _finished(self, message: Message[Any]) -> None:
         for m in message.payload.messages:
             self.tracker.finished((m.topic, m.partition), m.offset)
+            self._outcomes.append((m.payload.status == stages.INTERNAL, m.payload.error or ""))
 
     # -- offsets -----------------------------------------------------------------------
     def _maybe_commit(self, force: bool = False) -> None:
@@ -251,6 +297,9 @@ class Worker(AsyncConsumerRebalanceListener):
                 self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
         self._offer()
         self.chain.poll()
+        outcomes, self._outcomes = self._outcomes, []
+        for failed, reason in outcomes:  # raised here, outside the chain, so the drain works
+            self.internal_errors.observe(failed, reason)
         self.metrics.inflight.set(self.tracker.in_flight())
         if time.monotonic() - self._last_lag > 5:
             self._update_lag()
