@@ -98,10 +98,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="Postgres for checkpoints and dedup (env DATABASE_URL)")
     parser.add_argument("--no-checkpoint", action="store_true",
                         help="run without Postgres: no resume, no dedup across runs")
-    parser.add_argument("--compression", choices=["auto", "gzip", "lz4", "zstd", "none"],
+    parser.add_argument("--compression",
+                        choices=["auto", "gzip", "snappy", "lz4", "zstd", "none"],
                         default=_env("LOGOWATCH_COMPRESSION", "auto"),
-                        help="Kafka compression (default auto: zstd, lz4 or gzip, whichever "
-                        "is installed)")
+                        help="Kafka compression (default auto: zstd)")
     parser.add_argument("--metrics-port", type=int,
                         default=int(_env("LOGOWATCH_METRICS_PORT", "0")),
                         help="serve Prometheus /metrics here (env LOGOWATCH_METRICS_PORT; "
