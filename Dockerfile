@@ -18,6 +18,6 @@ COPY deploy ./deploy
 RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 USER logowatch
-EXPOSE 9100
+EXPOSE 9751
 ENTRYPOINT ["logowatch"]
 CMD ["--help"]

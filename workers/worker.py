@@ -24,6 +24,7 @@ from kafka.structs import OffsetAndMetadata
 
 from detector.preprocess import TileSpec
 from workers import stages
+from workers.errors import WorkerError
 from workers.fetch import FetchConfig, Fetcher
 from workers.metrics import Health, WorkerMetrics, serve
 from workers.offsets import OffsetTracker
@@ -33,6 +34,8 @@ from workers.strategy import Batch, BatchStep, Message, MessageRejected, RunInTh
 log = logging.getLogger(__name__)
 
 STALL_AFTER = 10.0  # seconds without records, with records waiting, before re-seeking
+KAFKA_BOOTSTRAP_MS = 15_000  # an unreachable broker is an error after this long
+ONCE_TOPIC_WAIT = 30.0  # --once: a topic still unknown after this long does not exist
 
 
 @dataclass
@@ -52,6 +55,7 @@ class WorkerConfig:
     commit_interval: float = 1.0
     drain_timeout: float = 30.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     once: bool = False
     dlq_window: int = 200
     dlq_max_ratio: float = 0.5
@@ -76,15 +80,29 @@ class Worker(AsyncConsumerRebalanceListener):
         self.end_offsets: dict[TopicPartition, int] | None = None
         self.metrics.model_info.labels(model_version=bundle.version,
                                        backbone=bundle.backbone_id).set(1)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap, group_id=config.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=max(config.batch_size, 64),
-            max_poll_interval_ms=300_000, session_timeout_ms=45_000,
-            **config.kafka_options,
-        )
-        self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
-                                      **config.kafka_options)
+        self._server = None
+        if config.metrics_port is not None:
+            try:
+                self._server = serve(self.metrics, self.health, config.metrics_port,
+                                     config.metrics_host)
+            except (OSError, OverflowError) as exc:
+                raise WorkerError(f"cannot serve metrics on {config.metrics_host}:"
+                                  f"{config.metrics_port}: {getattr(exc, 'strerror', None) or exc}"
+                                  ) from None
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=config.bootstrap, group_id=config.group,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                max_poll_records=max(config.batch_size, 64),
+                max_poll_interval_ms=300_000, session_timeout_ms=45_000,
+                bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS, **config.kafka_options,
+            )
+            self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
+                                          bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS,
+                                          **config.kafka_options)
+        except KafkaError as exc:
+            self._stop_server()
+            raise WorkerError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from None
         self.writer = ResultWriter(config.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
@@ -99,8 +117,6 @@ class Worker(AsyncConsumerRebalanceListener):
             window=config.dlq_window, max_ratio=config.dlq_max_ratio)
         self._outcomes: list[tuple[bool, str]] = []
         self.chain = self._build_chain()
-        self._server = (serve(self.metrics, self.health, config.metrics_port)
-                        if config.metrics_port is not None else None)
 
     # -- the chain ---------------------------------------------------------------------
     def _build_chain(self) -> stages.ParseStep:
@@ -251,6 +267,9 @@ class Worker(AsyncConsumerRebalanceListener):
                 with contextlib.suppress(ValueError):  # no longer assigned
                     self.consumer.seek(TopicPartition(topic, partition), offset)
         self.tracker.forget(parts)
+        for topic, partition in parts:  # another worker reports these now
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(topic, str(partition))
         if self.paused:
             self.consumer.resume(*revoked)
             self.paused = False
@@ -364,9 +383,13 @@ class Worker(AsyncConsumerRebalanceListener):
         """Subscribing before the topic's metadata is known yields an empty assignment that
         kafka-python only revisits at the next metadata refresh; wait for it instead."""
         warned = False
+        give_up = time.monotonic() + ONCE_TOPIC_WAIT
         while not self.stop_event.is_set():
             if self.consumer.partitions_for_topic(self.config.topic):
                 return
+            if self.config.once and time.monotonic() > give_up:
+                raise WorkerError(f"topic {self.config.topic!r} does not exist (waited "
+                                  f"{ONCE_TOPIC_WAIT:.0f}s; --once does not wait for it)")
             if not warned:
                 log.info("waiting for topic %r to exist", self.config.topic)
                 warned = True
@@ -375,9 +398,9 @@ class Worker(AsyncConsumerRebalanceListener):
 
     def run(self) -> None:
         self._last_record_at = time.monotonic()
-        self._wait_for_topic()
-        self.consumer.subscribe([self.config.topic], listener=self)
         try:
+            self._wait_for_topic()
+            self.consumer.subscribe([self.config.topic], listener=self)
             while not self.stop_event.is_set():
                 self._poll_once()
                 if self.config.once and self._caught_up():
@@ -409,8 +432,12 @@ class Worker(AsyncConsumerRebalanceListener):
             self.producer.close(timeout=5)
             self.writer.close()
             self.fetcher.close()
-            if self._server is not None:
-                self._server.shutdown()
+            self._stop_server()
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
 
 
 class _Abandoned(Exception):
