@@ -94,10 +94,12 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
     p.add_argument("--max-image-bytes", type=_positive, default=20 * 1024 * 1024,
                    help="refuse images larger than this (default 20 MiB)")
     p.add_argument("--fetch-timeout", type=float, default=10.0,
-                   help="read timeout per request in seconds; the total per image is twice "
-                   "this (default 10)")
+                   help="longest wait for any one network read, in seconds; twice this is "
+                   "the deadline for the whole fetch of an image, retries, redirects, connect, "
+                   "headers and body included (default 10)")
     p.add_argument("--fetch-retries", type=int, default=2,
-                   help="retries on timeouts and 5xx, with jittered back-off (default 2)")
+                   help="retries on timeouts and 5xx, with jittered back-off, within the "
+                   "deadline (default 2)")
     p.add_argument("--metrics-port", type=_port,
                    default=env("LOGOWATCH_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
                    help="serve /metrics, /healthz, /readyz here; 0 disables (default "

@@ -156,21 +156,18 @@ class Worker(AsyncConsumerRebalanceListener):
     def _store_alone(self, message: Message[Any]) -> list[dict[str, Any]]:
         """A record whose batch could not be written: its own rows, else a status row
         (``internal_error``), else a dead letter, so no record can stop the worker."""
-        try:
-            return self._store([message])
-        except _Abandoned:
-            raise
-        except Exception as exc:
-            reason = stages.unexpected("write", exc, self.metrics)
         work = message.payload
-        if work.record is not None:
-            work.status, work.error, work.embedding, work.scores = stages.INTERNAL, reason, None, {}
+        reason = ""
+        for _ in range(2):  # the record's rows, then its status row alone
             try:
                 return self._store([message])
             except _Abandoned:
                 raise
             except Exception as exc:
                 reason = stages.unexpected("write", exc, self.metrics)
+            if work.record is None:
+                break
+            work.status, work.error, work.embedding, work.scores = stages.INTERNAL, reason, None, {}
         key = value = None
         with contextlib.suppress(Exception):
             key, value = work.record.key, work.record.to_bytes()
