@@ -245,6 +245,7 @@ class Fetcher:
         try:
             infos = lookup.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
+            lookup.cancel()  # still queued behind stalled lookups: never start it
             raise FetchError("fetch_failed", f"resolving {target.host!r} timed out",
                              transient=True) from None
         except (OSError, UnicodeError, ValueError) as exc:
