@@ -10,6 +10,8 @@ would fail it). The measured times are printed with ``-s`` for docs/reliability.
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -179,3 +181,57 @@ def test_the_host_the_check_reads_is_the_host_connected_to(
     except FetchError as exc:
         assert exc.status in ("blocked", "fetch_failed", "not_image"), exc
     assert canary.accepted == 0
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for ``localhost`` (made with the openssl command line)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def _tls_image_server(cert: str, key: str, body: bytes) -> RawServer:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def handler(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            read_request(tls)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    return RawServer(handler)
+
+
+def test_https_verifies_the_certificate_for_the_name_while_connecting_to_the_checked_address(
+    raw: list[RawServer], certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+    body = jpeg_bytes()
+    server = _tls_image_server(cert, key, body)
+    raw.append(server)
+    fetcher = _fetcher(f"localhost:{server.port}", f"127.0.0.1:{server.port}", retries=0)
+    with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetcher.fetch(f"https://localhost:{server.port}/a.jpg")  # not a public CA
+    fetcher.tls = ssl.create_default_context(cafile=cert)  # trust this one certificate
+    assert fetcher.fetch(f"https://localhost:{server.port}/a.jpg") == body
+    with pytest.raises(FetchError, match=r"IP address mismatch|doesn.t match"):
+        fetcher.fetch(f"https://127.0.0.1:{server.port}/a.jpg")  # the name is what is verified
+
+
+def test_a_server_that_never_completes_the_tls_handshake_ends_at_the_deadline(
+    raw: list[RawServer],
+) -> None:
+    def silent(conn: socket.socket) -> None:
+        while conn.recv(4096):  # reads the client hello, never answers
+            pass
+
+    server = RawServer(silent)
+    raw.append(server)
+    fetcher = _fetcher(server.hostport, read_timeout=5.0, total_timeout=1.0)
+    with pytest.raises(FetchError, match="exceeded the total timeout of 1s"):
+        fetcher.fetch(f"https://{server.hostport}/a.jpg")
