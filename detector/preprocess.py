@@ -46,14 +46,17 @@ _ORIENT = {
 # CUR, PSD layers, ...) are refused: an ICO directory saying 256x256 over a 9,400 x 9,400 PNG
 # frame would be decoded before any check.
 # Pillow decodes WebP through libwebp's animation decoder: about four full RGBA copies (16
-# bytes a pixel), so WebP gets a lower pixel limit to keep one image near +250 MB.
-WEBP_MAX_PIXELS = 15_000_000
+# bytes a pixel), so WebP gets a lower pixel limit to keep one image well under +250 MB.
+WEBP_MAX_PIXELS = 12_000_000
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # Pixels converted at a time: mode conversion and reduction work strip by strip, so the only
 # full-size buffer is the decoded image itself.
 STRIP_PIXELS = 1 << 20
-# Decoded images are reduced (box filter, like ``resize(reducing_gap=...)``) until their long
-# side is at most this many times what the backbone input or the tiles need.
+# Decoded images over REDUCE_ABOVE pixels are reduced (box filter, as ``resize(reducing_gap=
+# ...)`` does inside) until their long side is at most REDUCE_GAP times what the backbone input
+# or the tiles need, so their RGB copy is small. Smaller images keep the exact pixels they
+# always had (their full-size RGB copy costs at most 3 bytes a pixel, 48 MB).
+REDUCE_ABOVE = 16_000_000
 REDUCE_GAP = 3
 
 
@@ -180,11 +183,12 @@ def _to_rgb(img: Image.Image, top: float) -> Image.Image:
 
 
 def _small_rgb(img: Image.Image, need: int) -> Image.Image:
-    """RGB, box-reduced by the largest whole factor that keeps the long side at least
-    ``REDUCE_GAP * need``, converted and reduced strip by strip: peak memory is the decoded
-    image plus one strip, not several full-size copies in other modes or in floats."""
+    """RGB, converted strip by strip (and, for images over ``REDUCE_ABOVE`` pixels, box-reduced
+    by the largest whole factor that keeps the long side at least ``REDUCE_GAP * need``): peak
+    memory is the decoded image plus one strip and the result, never several full-size copies
+    in other modes or in floats."""
     w, h = img.size
-    factor = max(1, max(w, h) // (REDUCE_GAP * need))
+    factor = 1 if w * h <= REDUCE_ABOVE else max(1, max(w, h) // (REDUCE_GAP * need))
     top = _gray_top(img)
     out = Image.new("RGB", (math.ceil(w / factor), math.ceil(h / factor)))
     rows = factor * max(1, STRIP_PIXELS // (w * factor))

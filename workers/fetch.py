@@ -124,7 +124,7 @@ class Target:
             port = parts.port or (443 if scheme == "https" else 80)
             host = (parts.hostname or "").encode("idna").decode("ascii")
         except (ValueError, UnicodeError) as exc:
-            raise FetchError("fetch_failed", f"invalid URL: {_short(exc)}") from None
+            raise FetchError("fetch_failed", f"invalid URL: {short(exc)}") from None
         if not host:
             raise FetchError("fetch_failed", "invalid URL: no host")
         path = quote(parts.path or "/", safe=_SAFE)
@@ -295,7 +295,7 @@ class Fetcher:
             conn.endheaders()
             return conn.getresponse()
         except http.client.InvalidURL as exc:
-            raise FetchError("fetch_failed", f"invalid URL: {_short(exc)}") from None
+            raise FetchError("fetch_failed", f"invalid URL: {short(exc)}") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise self._failure("no valid response", exc, deadline) from None
 
@@ -327,9 +327,10 @@ class Fetcher:
                               f"exceeded the total timeout of {self.config.total_timeout:g}s")
         if isinstance(exc, TimeoutError):
             return FetchError("fetch_failed", "timed out", transient=True)
-        return FetchError("fetch_failed", f"{what}: {_short(exc)}", transient=True)
+        return FetchError("fetch_failed", f"{what}: {short(exc)}", transient=True)
 
 
-def _short(exc: BaseException) -> str:
+def short(exc: BaseException) -> str:
+    """An exception's text for a status or a log line: never empty, at most 200 characters."""
     text = str(exc) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."

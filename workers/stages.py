@@ -19,7 +19,7 @@ import numpy as np
 from detector.preprocess import ImageError, TileSpec, prepare
 from ingest.records import PostRecord, RecordError, parse
 from workers.errors import WorkerError
-from workers.fetch import Fetcher, FetchError
+from workers.fetch import Fetcher, FetchError, short
 from workers.metrics import WorkerMetrics
 from workers.strategy import Batch, Message, Step
 
@@ -98,15 +98,10 @@ def unexpected(stage: str, exc: BaseException, metrics: WorkerMetrics) -> str:
     reason stored with that record. One line in the log (the traceback only at DEBUG): a
     hostile input must not be able to flood the log either."""
     metrics.unexpected.labels(stage=stage).inc()
-    reason = f"{stage}: unexpected {type(exc).__name__}: {_short(exc)}"
+    reason = f"{stage}: unexpected {type(exc).__name__}: {short(exc)}"
     log.error("%s", reason)
     log.debug("traceback of the unexpected error", exc_info=exc)
     return reason
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:197] + "..."
 
 
 class ParseStep:

@@ -228,8 +228,8 @@ IMAGES: dict[str, tuple[str, str]] = {
     "rgba_39mp.png": ("image/png", "ok"),
     "gray16_39mp.png": ("image/png", "ok"),
     "rgb_39mp.jpg": ("image/jpeg", "ok"),
-    "rgba_15mp.webp": ("image/webp", "ok"),
-    "rgba_39mp.webp": ("image/webp", "too_large"),  # WebP's limit is 15 MP
+    "rgba_12mp.webp": ("image/webp", "ok"),
+    "rgba_39mp.webp": ("image/webp", "too_large"),  # WebP's limit is 12 MP
     "cmyk_39mp.tif": ("image/tiff", "ok"),
 }
 
@@ -253,7 +253,7 @@ def image_bytes() -> dict[str, bytes]:
         "rgba_39mp.png": _big("RGBA", "PNG", compress_level=9),
         "gray16_39mp.png": _big("I;16", "PNG", compress_level=9),
         "rgb_39mp.jpg": _big("RGB", "JPEG", quality=50),
-        "rgba_15mp.webp": _big("RGBA", "WEBP", (4_800, 3_120), lossless=True),
+        "rgba_12mp.webp": _big("RGBA", "WEBP", (4_000, 3_000), lossless=True),
         "rgba_39mp.webp": _big("RGBA", "WEBP", lossless=True),
         "cmyk_39mp.tif": _big("CMYK", "TIFF", compression="tiff_adobe_deflate"),
     }
