@@ -36,6 +36,7 @@ IMAGE_STATUSES = (
     "too_large",
     "blocked",
     "decode_failed",
+    "internal_error",
 )
 
 NAMING = {

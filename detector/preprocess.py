@@ -22,21 +22,44 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from detector.errors import DetectorError
 
-PREPROCESS_VERSION = "pp1-pad128-bilinear"
+# pp2: images over 16 MP are reduced in integer strips before the resize (bounded memory);
+# their pixels differ slightly from pp1's, so embeddings of the two are not interchangeable.
+PREPROCESS_VERSION = "pp2-pad128-bilinear"
 PAD_VALUE = (128, 128, 128)
 DEFAULT_MAX_PIXELS = 40_000_000
 # Alpha is composited on white: transparent logos are drawn for white pages.
 ALPHA_BACKGROUND = (255, 255, 255)
 _MAGIC = (
     b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-    b"\x00\x00\x01\x00",
 )
 # EXIF orientations 5..8 swap width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+# Formats whose first frame is the size the header declares, so the pixel limit is checked
+# before anything is decoded. Container formats whose frames carry their own size (ICO, ICNS,
+# CUR, PSD layers, ...) are refused: an ICO directory saying 256x256 over a 9,400 x 9,400 PNG
+# frame would be decoded before any check.
+# Pillow decodes WebP through libwebp's animation decoder: about four full RGBA copies (16
+# bytes a pixel), so WebP gets a lower pixel limit to keep one image well under +250 MB.
+WEBP_MAX_PIXELS = 12_000_000
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# Pixels converted at a time: mode conversion and reduction work strip by strip, so the only
+# full-size buffer is the decoded image itself.
+STRIP_PIXELS = 1 << 20
+# Decoded images over REDUCE_ABOVE pixels are reduced (box filter, as ``resize(reducing_gap=
+# ...)`` does inside) until their long side is at most REDUCE_GAP times what the backbone input
+# or the tiles need, so their RGB copy is small. Smaller images keep the exact pixels they
+# always had (their full-size RGB copy costs at most 3 bytes a pixel, 48 MB).
+REDUCE_ABOVE = 16_000_000
+REDUCE_GAP = 3
 
 
 class ImageError(DetectorError):
@@ -108,10 +131,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("too_large", f"image header claims too many pixels: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if data.startswith((b"\x00\x00\x01\x00", b"\x00\x00\x02\x00", b"icns", b"8BPS")):
+            raise ImageError("not_image", "icon and layered formats are not accepted (only "
+                             + ", ".join(FORMATS) + ")") from exc
         if _sniff_image(data):
             raise ImageError("decode_failed", "image header is corrupt") from exc
         raise ImageError(
@@ -120,29 +146,58 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except Exception as exc:
         raise ImageError("decode_failed", f"cannot read image header: {exc}") from exc
     w, h = img.size
-    if w * h > max_pixels:
-        raise ImageError("too_large", f"{w}x{h} = {w * h} pixels is over the {max_pixels} limit")
+    limit = min(max_pixels, WEBP_MAX_PIXELS) if img.format == "WEBP" else max_pixels
+    if w * h > limit:
+        raise ImageError("too_large", f"{w}x{h} = {w * h} pixels is over the {limit} limit"
+                         + (" for WebP" if limit < max_pixels else ""))
     if w < 1 or h < 1:
         raise ImageError("decode_failed", f"image has no pixels ({w}x{h})")
     return img
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Every Pillow mode to 8-bit RGB; alpha on white, 16-bit scaled (not clipped)."""
+def _gray_top(img: Image.Image) -> float:
+    """The value that maps to white for one-channel 16/32-bit and float images: 16-bit images
+    are scaled (not clipped), 32-bit ones only when they hold values above 255."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    if img.mode in ("I", "F"):
+        top = img.getextrema()[1]
+        return 65535.0 if isinstance(top, int | float) and top > 255 else 255.0
+    return 255.0
+
+
+def _to_rgb(img: Image.Image, top: float) -> Image.Image:
+    """Every Pillow mode to 8-bit RGB; alpha on white, 16-bit scaled (not clipped). Called on
+    strips, so its temporaries are small whatever the image size."""
     mode = img.mode
     if mode == "RGB":
         return img
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
-        arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        arr = np.clip(np.nan_to_num(np.asarray(img)), 0, top)
+        gray = (arr // 257 if top > 255 else arr).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
     if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     return img.convert("RGB")
+
+
+def _small_rgb(img: Image.Image, need: int) -> Image.Image:
+    """RGB, converted strip by strip (and, for images over ``REDUCE_ABOVE`` pixels, box-reduced
+    by the largest whole factor that keeps the long side at least ``REDUCE_GAP * need``): peak
+    memory is the decoded image plus one strip and the result, never several full-size copies
+    in other modes or in floats."""
+    w, h = img.size
+    factor = 1 if w * h <= REDUCE_ABOVE else max(1, max(w, h) // (REDUCE_GAP * need))
+    top = _gray_top(img)
+    out = Image.new("RGB", (math.ceil(w / factor), math.ceil(h / factor)))
+    rows = factor * max(1, STRIP_PIXELS // (w * factor))
+    for y in range(0, h, rows):
+        strip = _to_rgb(img.crop((0, y, w, min(h, y + rows))), top)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, y // factor))
+    return out
 
 
 def _load_upright(
@@ -166,8 +221,12 @@ def _load_upright(
             s = need / max(w, h)
             img.draft("RGB", (max(1, math.ceil(w * s)), max(1, math.ceil(h * s))))
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        img = _to_rgb(img)
+        if img.size[0] * img.size[1] > max_pixels:  # a frame larger than its header said
+            raise ImageError("too_large", f"frame of {img.size[0]}x{img.size[1]} pixels is "
+                             f"over the {max_pixels} limit")
+        img = _small_rgb(img, need)
+        if orientation in _ORIENT:
+            img = img.transpose(_ORIENT[orientation])
     except ImageError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError ...

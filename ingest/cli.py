@@ -98,18 +98,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="Postgres for checkpoints and dedup (env DATABASE_URL)")
     parser.add_argument("--no-checkpoint", action="store_true",
                         help="run without Postgres: no resume, no dedup across runs")
-    parser.add_argument("--compression", choices=["auto", "gzip", "lz4", "zstd", "none"],
+    parser.add_argument("--compression",
+                        choices=["auto", "gzip", "snappy", "lz4", "zstd", "none"],
                         default=_env("LOGOWATCH_COMPRESSION", "auto"),
-                        help="Kafka compression (default auto: zstd, lz4 or gzip, whichever "
-                        "is installed)")
-    parser.add_argument("--metrics-port", type=int,
-                        default=int(_env("LOGOWATCH_METRICS_PORT", "0")),
+                        help="Kafka compression (default auto: zstd)")
+    parser.add_argument("--metrics-port", type=_port, default=_env("LOGOWATCH_METRICS_PORT", "0"),
                         help="serve Prometheus /metrics here (env LOGOWATCH_METRICS_PORT; "
                         "0 = off)")
+    parser.add_argument("--metrics-host", default=_env("LOGOWATCH_METRICS_HOST", "127.0.0.1"),
+                        help="address the metrics server binds (default 127.0.0.1; env "
+                        "LOGOWATCH_METRICS_HOST)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     when.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                       help="poll the source again every SECONDS until SIGTERM/SIGINT")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
 
 
 def run_file(args: argparse.Namespace) -> int:
@@ -176,7 +184,7 @@ def _run(args: argparse.Namespace, name: str,
 
     stop = threading.Event()
     sources = make_sources(stop)  # validates arguments before anything connects
-    metrics.serve(args.metrics_port)
+    metrics.serve(args.metrics_port, args.metrics_host)
     store = None if args.no_checkpoint else CheckpointStore(args.database_url)
     producer = None
     restore_signals = install_signal_handlers(stop)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, start_http_server
 
+from ingest.errors import IngestError
+
 POSTS_PRODUCED = Counter(
     "logowatch_ingest_posts_produced_total", "Posts delivered to Kafka", ["source"]
 )
@@ -30,7 +32,12 @@ RATE_LIMIT_USAGE = Gauge(
 )
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str = "127.0.0.1") -> None:
     """Start the /metrics endpoint in a daemon thread; port 0 means metrics are off."""
-    if port:
-        start_http_server(port)
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except (OSError, OverflowError) as exc:
+        raise IngestError(f"cannot serve metrics on {host}:{port}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None

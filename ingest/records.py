@@ -58,7 +58,13 @@ def _check_url(value: str) -> str:
         raise ValueError("contains whitespace or control characters")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ValueError("contains a lone surrogate (not valid Unicode)")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if port == 0:
+        raise ValueError("has port 0")
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"must be an http or https URL (got scheme {parts.scheme or 'none'!r})")
     if not parts.hostname:
@@ -112,7 +118,10 @@ class PostRecord(BaseModel):
             return None
         if value.tzinfo is None:
             raise ValueError("needs a timezone (e.g. 2024-05-01T12:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+14:00
+            raise ValueError("is out of range once converted to UTC") from None
 
     @field_validator("extra")
     @classmethod

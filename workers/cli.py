@@ -75,8 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("kafka", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("alembic.runtime.plugins").setLevel(
+        max(logging.WARNING, logging.getLogger().level))
+    # kafka-python logs every failed connection attempt (and tracebacks while its sockets
+    # close); our commands report what failed in one line, so its own log is for DEBUG only.
+    logging.getLogger("kafka").setLevel(
+        logging.DEBUG if args.log_level == "DEBUG" else logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

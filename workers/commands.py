@@ -10,6 +10,7 @@ from pathlib import Path
 
 from workers import config
 from workers.errors import WorkerError
+from workers.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 
 DEFAULT_STATE = Path(os.environ.get("LOGOWATCH_STATE_DIR", ".logowatch"))
 
@@ -93,14 +94,20 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
     p.add_argument("--max-image-bytes", type=_positive, default=20 * 1024 * 1024,
                    help="refuse images larger than this (default 20 MiB)")
     p.add_argument("--fetch-timeout", type=float, default=10.0,
-                   help="read timeout per request in seconds; the total per image is twice "
-                   "this (default 10)")
+                   help="longest wait for any one network read, in seconds; twice this is "
+                   "the deadline for the whole fetch of an image, retries, redirects, connect, "
+                   "headers and body included (default 10)")
     p.add_argument("--fetch-retries", type=int, default=2,
-                   help="retries on timeouts and 5xx, with jittered back-off (default 2)")
-    p.add_argument("--metrics-port", type=int,
-                   default=int(env("LOGOWATCH_METRICS_PORT", "9100") or 9100),
-                   help="serve /metrics, /healthz, /readyz here; 0 disables (default 9100; "
-                   "env LOGOWATCH_METRICS_PORT)")
+                   help="retries on timeouts and 5xx, with jittered back-off, within the "
+                   "deadline (default 2)")
+    p.add_argument("--metrics-port", type=_port,
+                   default=env("LOGOWATCH_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
+                   help="serve /metrics, /healthz, /readyz here; 0 disables (default "
+                   f"{DEFAULT_METRICS_PORT}; env LOGOWATCH_METRICS_PORT)")
+    p.add_argument("--metrics-host", default=env("LOGOWATCH_METRICS_HOST", "127.0.0.1"),
+                   help="address the metrics server binds (default 127.0.0.1, this machine "
+                   "only; 0.0.0.0 for every interface, as in compose; env "
+                   "LOGOWATCH_METRICS_HOST)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight work on shutdown or revoke (default 30)")
     p.add_argument("--pseudonymise-authors", action="store_true",
@@ -114,6 +121,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535")
     return value
 
 
@@ -143,7 +160,7 @@ def worker_config(args: argparse.Namespace, bundle: object) -> object:
         fetch=FetchConfig(max_bytes=args.max_image_bytes, read_timeout=args.fetch_timeout,
                           total_timeout=2 * args.fetch_timeout, retries=args.fetch_retries,
                           allow_hosts=args.allow_host, pool_size=args.fetch_workers),
-        metrics_port=args.metrics_port or None,
+        metrics_port=args.metrics_port or None, metrics_host=args.metrics_host,
         drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
         pseudonymise=pseudonymise, kafka_options=kafka_security_from_env(),
     )
@@ -157,15 +174,24 @@ def load_model(args: argparse.Namespace) -> object:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    """Exit codes: 0 stopped cleanly (SIGTERM/SIGINT, or ``--once`` done); 1 one-line error
+    (Kafka unreachable, ``--once`` topic missing, metrics address unusable, most records
+    failing); 2 bad flag."""
+    from kafka.errors import KafkaError
+
     from workers.worker import Worker
 
     bundle = load_model(args)
-    worker = Worker(worker_config(args, bundle), bundle)  # type: ignore[arg-type]
-    worker.install_signal_handlers()
-    print(f"detector: model {bundle.version} ({len(bundle.brands)} brands), "  # type: ignore[attr-defined]
-          f"topic {args.topic}, group {args.group}, batch {args.batch_size}"
-          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""))
-    worker.run()
+    try:
+        worker = Worker(worker_config(args, bundle), bundle)  # type: ignore[arg-type]
+        worker.install_signal_handlers()
+        print(f"detector: model {bundle.version} ({len(bundle.brands)} brands), "  # type: ignore[attr-defined]
+              f"topic {args.topic}, group {args.group}, batch {args.batch_size}"
+              + (f", metrics on {args.metrics_host}:{args.metrics_port}/metrics"
+                 if args.metrics_port else ""), flush=True)
+        worker.run()
+    except KafkaError as exc:
+        raise WorkerError(f"Kafka at {args.bootstrap_servers} failed: {exc}") from None
     return 0
 
 

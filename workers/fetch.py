@@ -1,32 +1,47 @@
-"""Fetching untrusted image URLs without becoming an SSRF proxy.
+"""Fetching untrusted image URLs without becoming an SSRF proxy, or a hostage.
 
-Every record's URL is attacker-controlled. The address check happens on the connected socket
-(not only on a DNS answer), so a name that resolves to loopback, an integer or octal IP
-spelling, or a redirect to an internal host are all refused the same way, and DNS rebinding
-between check and connect buys nothing. Only an explicit ``host:port`` allow-list (the demo's
-and the tests' own image server) may reach a non-public address.
+Every record's URL, and every byte a server sends back, is attacker-controlled. So:
+
+- One parser (``urllib.parse.urlsplit``) decides the host, and the connection goes to that
+  host: the name is resolved once, refused if *any* of its addresses is off limits, and the
+  socket connects to a checked address (never to a name resolved again later), so DNS
+  rebinding, integer or octal IP spellings and names with a private address among public ones
+  buy nothing. Only an explicit ``host:port`` allow-list (the demo's and the tests' own image
+  server) may reach a non-public address.
+- One wall-clock deadline covers the whole fetch (every try, redirect, DNS answer, connect,
+  TLS handshake, request, headers and body): each socket operation waits at most until it.
+- Every response of a redirect chain is bounded: a redirect's body is never read, the final
+  body is read up to ``max_bytes``, headers are bounded by ``http.client`` (100 lines of at
+  most 64 KiB). Content is never decompressed (``Accept-Encoding: identity``).
+- Nothing a server sends is kept: no cookies, no pooled connections, no per-server state.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import ipaddress
 import logging
 import random
 import socket
+import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import certifi
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
+REDIRECTS = {301, 302, 303, 307, 308}
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+CHUNK = 65536
+# Characters left as they are when a request target is quoted (reserved ones and escapes).
+_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 class FetchError(Exception):
@@ -41,6 +56,10 @@ class FetchError(Exception):
 class BlockedAddress(FetchError):
     def __init__(self, message: str) -> None:
         super().__init__("blocked", message)
+
+
+class _DeadlinePassed(TimeoutError):
+    pass
 
 
 def address_is_public(ip: str) -> bool:
@@ -75,182 +94,243 @@ class AddressPolicy:
             return
         raise BlockedAddress(f"refused to connect to non-public address {ip}:{port}")
 
-
-def _guarded(base: type[HTTPConnection], policy: AddressPolicy) -> type[HTTPConnection]:
-    class Guarded(base):  # type: ignore[valid-type,misc]
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            ip, port = sock.getpeername()[:2]
-            try:
-                policy.check(str(ip), int(port))
-            except BlockedAddress:
-                sock.close()
-                raise
-            return sock
-
-    return Guarded
+    def addresses(self, infos: list[Any], port: int) -> list[str]:
+        """The addresses to connect to, in order, from a ``getaddrinfo`` answer; refused as a
+        whole when any of them is off limits (a name is as safe as its worst address)."""
+        ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for ip in ips:
+            self.check(ip, port)
+        if not ips:
+            raise FetchError("fetch_failed", "the name has no address")
+        return ips
 
 
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose every new connection is checked against the policy."""
+@dataclass(frozen=True)
+class Target:
+    """What one URL asks for, as the one parser reads it."""
 
-    def __init__(self, policy: AddressPolicy, pool_size: int) -> None:
-        self._policy = policy
-        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    scheme: str
+    host: str  # ASCII (IDNA) host name or IP literal, without brackets
+    port: int
+    path: str  # the request target: path and query, quoted
 
-    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().init_poolmanager(*args, **kwargs)
-        http_conn = _guarded(HTTPConnection, self._policy)
-        https_conn = _guarded(HTTPSConnection, self._policy)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,),
-                          {"ConnectionCls": https_conn}),
-        }
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            if scheme not in ("http", "https"):
+                raise BlockedAddress(f"scheme {scheme or 'none'!r} is not allowed")
+            port = parts.port or (443 if scheme == "https" else 80)
+            host = (parts.hostname or "").encode("idna").decode("ascii")
+        except (ValueError, UnicodeError) as exc:
+            raise FetchError("fetch_failed", f"invalid URL: {short(exc)}") from None
+        if not host:
+            raise FetchError("fetch_failed", "invalid URL: no host")
+        path = quote(parts.path or "/", safe=_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_SAFE)
+        return cls(scheme, host, port, path)
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class _DeadlineSocket:
+    """A connected socket whose every send and receive waits at most ``idle`` seconds and
+    never past ``deadline``: a server dripping a byte a second cannot stretch the fetch."""
+
+    def __init__(self, sock: socket.socket, deadline: float, idle: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._idle = idle
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed("the total deadline passed")
+        self._sock.settimeout(min(self._idle, left))
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any) -> None:
+        self._arm()
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> io.BufferedReader:
+        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
+
+    def _decref_socketios(self) -> None:  # called by SocketIO.close
+        pass
+
+    def close(self) -> None:
+        """``http.client`` closes its socket while the response may still be read (as a
+        real socket's reference count allows); the fetcher calls ``release`` when done."""
+
+    def release(self) -> None:
+        self._sock.close()
 
 
 @dataclass
 class FetchConfig:
     max_bytes: int = 20 * 1024 * 1024
     connect_timeout: float = 3.0
-    read_timeout: float = 10.0
-    total_timeout: float = 20.0
+    read_timeout: float = 10.0  # the longest wait for any one send or receive
+    total_timeout: float = 20.0  # the whole fetch: every try, redirect and byte
     retries: int = 2
     backoff: float = 0.25
     allow_hosts: list[str] = field(default_factory=list)
-    pool_size: int = 16
+    pool_size: int = 16  # threads resolving names (a name server cannot hold fetches longer)
     user_agent: str = "logowatch/0.1 (+brand analytics; image fetcher)"
 
 
 class Fetcher:
-    """One pooled session shared by the fetch threads (requests sessions are thread-safe
-    for plain GETs through a shared adapter)."""
+    """Shared by the fetch threads; holds no state a server can influence."""
 
     def __init__(self, config: FetchConfig) -> None:
         self.config = config
         self.policy = AddressPolicy.from_hosts(config.allow_hosts)
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxies or netrc from the environment
-        self.session.headers["User-Agent"] = config.user_agent
-        self.session.headers["Accept"] = "image/*"
-        adapter = GuardedAdapter(self.policy, config.pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.tls = ssl.create_default_context(cafile=certifi.where())
+        self._resolver = ThreadPoolExecutor(max_workers=config.pool_size,
+                                            thread_name_prefix="resolve")
 
     def close(self) -> None:
-        self.session.close()
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     def fetch(self, url: str) -> bytes:
-        """The image's bytes, or ``FetchError`` with the status to record."""
+        """The image's bytes, or ``FetchError`` with the status to record, within
+        ``total_timeout`` seconds whatever the servers do."""
+        deadline = time.monotonic() + self.config.total_timeout
         attempt = 0
         while True:
             try:
-                return self._fetch_once(url)
+                return self._fetch_once(url, deadline)
             except FetchError as exc:
-                if not exc.transient or attempt >= self.config.retries:
+                left = deadline - time.monotonic()
+                delay = self.config.backoff * (2 ** attempt) * (0.5 + random.random())
+                if not exc.transient or attempt >= self.config.retries or delay >= left:
                     if exc.transient:
                         raise FetchError("fetch_failed", f"{exc} (after {attempt + 1} tries)") \
                             from None
                     raise
-                delay = self.config.backoff * (2 ** attempt) * (0.5 + random.random())
                 log.debug("retrying %s in %.2fs: %s", url, delay, exc)
                 time.sleep(delay)
                 attempt += 1
 
-    def _fetch_once(self, url: str) -> bytes:
-        deadline = time.monotonic() + self.config.total_timeout
+    def _fetch_once(self, url: str, deadline: float) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https"):
-                raise BlockedAddress(f"scheme {parts.scheme or 'none'!r} is not allowed")
-            self._precheck(parts.hostname or "", parts.port or (443 if parts.scheme == "https"
-                                                                  else 80))
+            target = Target.parse(url)
+            conn, sock = self._connect(target, deadline)
             try:
-                response = self.session.get(
-                    url, stream=True, allow_redirects=False,
-                    timeout=(self.config.connect_timeout, self.config.read_timeout),
-                )
-            except BlockedAddress:
-                raise
-            except requests.exceptions.ConnectionError as exc:
-                blocked = _blocked_cause(exc)
-                if blocked is not None:
-                    raise blocked from None
-                raise FetchError("fetch_failed", f"connection failed: {_short(exc)}",
-                                 transient=True) from None
-            except requests.exceptions.Timeout:
-                raise FetchError("fetch_failed", "timed out", transient=True) from None
-            except (requests.exceptions.RequestException, ValueError) as exc:
-                raise FetchError("fetch_failed", f"bad request: {_short(exc)}") from None
-            with response:
-                if response.is_redirect:
-                    location = response.headers.get("Location", "")
-                    url = urljoin(url, location)
+                response = self._request(conn, target, deadline)
+                location = response.getheader("Location")
+                if response.status in REDIRECTS and location:
+                    # The redirect's body is never read: closing drops it with the socket.
+                    url = urljoin(url, location.strip())
                     continue
                 return self._read(response, deadline)
+            finally:
+                conn.close()
+                sock.release()
         raise FetchError("fetch_failed", f"more than {MAX_REDIRECTS} redirects")
 
-    def _precheck(self, host: str, port: int) -> None:
-        """Refuse before connecting when every address of the host is off limits, so the
-        verdict is ``blocked`` even where nothing listens there."""
+    def _resolve(self, target: Target, deadline: float) -> list[str]:
+        lookup = self._resolver.submit(socket.getaddrinfo, target.host, target.port,
+                                       type=socket.SOCK_STREAM)
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError("fetch_failed", f"cannot resolve {host!r}: {exc}") from None
-        errors = []
-        for info in infos:
-            try:
-                self.policy.check(str(info[4][0]), port)
-                return
-            except BlockedAddress as exc:
-                errors.append(exc)
-        raise errors[0]
+            infos = lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            lookup.cancel()  # still queued behind stalled lookups: never start it
+            raise FetchError("fetch_failed", f"resolving {target.host!r} timed out",
+                             transient=True) from None
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise FetchError("fetch_failed", f"cannot resolve {target.host!r}: {exc}") from None
+        return self.policy.addresses(infos, target.port)
 
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
-        code = response.status_code
+    def _connect(self, target: Target,
+                 deadline: float) -> tuple[http.client.HTTPConnection, _DeadlineSocket]:
+        """A connection to a checked address of the target, TLS verified for its name."""
+        error: BaseException | None = None
+        for ip in self._resolve(target, deadline):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                sock = socket.create_connection((ip, target.port),
+                                                timeout=min(self.config.connect_timeout, left))
+            except OSError as exc:
+                error = exc
+                continue
+            try:
+                if target.scheme == "https":
+                    sock.settimeout(max(0.001, min(self.config.read_timeout,
+                                                   deadline - time.monotonic())))
+                    sock = self.tls.wrap_socket(sock, server_hostname=target.host)
+            except OSError as exc:
+                sock.close()
+                raise self._failure("TLS handshake failed", exc, deadline) from None
+            bounded = _DeadlineSocket(sock, deadline, self.config.read_timeout)
+            conn = http.client.HTTPConnection(target.host, target.port)
+            conn.sock = bounded  # type: ignore[assignment]
+            return conn, bounded
+        if error is None:
+            raise FetchError("fetch_failed", "the total timeout passed before connecting",
+                             transient=True)
+        raise self._failure("connection failed", error, deadline)
+
+    def _request(self, conn: http.client.HTTPConnection, target: Target,
+                 deadline: float) -> http.client.HTTPResponse:
+        try:
+            conn.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in (("Host", target.host_header),
+                                ("User-Agent", self.config.user_agent),
+                                ("Accept", "image/*"), ("Accept-Encoding", "identity"),
+                                ("Connection", "close")):
+                conn.putheader(name, value)
+            conn.endheaders()
+            return conn.getresponse()
+        except http.client.InvalidURL as exc:
+            raise FetchError("fetch_failed", f"invalid URL: {short(exc)}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise self._failure("no valid response", exc, deadline) from None
+
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        code = response.status
         if code >= 400:
             raise FetchError("fetch_failed", f"HTTP {code}", transient=code in RETRY_STATUSES)
-        ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if not 200 <= code < 300:
+            raise FetchError("fetch_failed", f"HTTP {code} is not an image response")
+        ctype = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
         if not ctype.startswith("image/"):
             raise FetchError("not_image", f"content type {ctype or 'missing'!r} is not an image")
-        declared = response.headers.get("Content-Length", "")
+        declared = response.getheader("Content-Length") or ""
         if declared.isdigit() and int(declared) > self.config.max_bytes:
             raise FetchError("too_large", f"{declared} bytes is over {self.config.max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         try:
-            for chunk in response.iter_content(65536):
-                size += len(chunk)
-                if size > self.config.max_bytes:
+            while chunk := response.read(CHUNK):
+                body += chunk
+                if len(body) > self.config.max_bytes:
                     raise FetchError("too_large", f"more than {self.config.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError("fetch_failed", "download exceeded the total timeout",
-                                     transient=True)
-                chunks.append(chunk)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise FetchError("fetch_failed", f"read failed: {_short(exc)}",
-                             transient=True) from None
-        return b"".join(chunks)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise self._failure("read failed", exc, deadline) from None
+        return bytes(body)
+
+    def _failure(self, what: str, exc: BaseException, deadline: float) -> FetchError:
+        if time.monotonic() >= deadline:
+            return FetchError("fetch_failed",
+                              f"exceeded the total timeout of {self.config.total_timeout:g}s")
+        if isinstance(exc, TimeoutError):
+            return FetchError("fetch_failed", "timed out", transient=True)
+        return FetchError("fetch_failed", f"{what}: {short(exc)}", transient=True)
 
 
-def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        item = stack.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, BlockedAddress):
-            return item
-        stack.extend([item.__cause__, item.__context__])
-        stack.extend(arg for arg in getattr(item, "args", ()) if isinstance(arg, BaseException))
-        reason = getattr(item, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
+def short(exc: BaseException) -> str:
+    """An exception's text for a status or a log line: never empty, at most 200 characters."""
+    text = str(exc) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."

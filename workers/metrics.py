@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+# The worker's own default port: 9100 is node_exporter's, and a worker must not take it.
+DEFAULT_PORT = 9751
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -52,6 +55,10 @@ class WorkerMetrics:
         self.db_errors = Counter("logowatch_worker_db_errors_total",
                                  "Database transactions that failed and were retried",
                                  registry=r)
+        self.unexpected = Counter("logowatch_worker_unexpected_errors_total",
+                                  "Records whose step raised an exception it does not expect "
+                                  "(stored as internal_error or dead-lettered), by stage",
+                                  ["stage"], registry=r)
         self.commits = Counter("logowatch_worker_offset_commits_total",
                                "Offset commits sent to Kafka", registry=r)
         self.model_info = Gauge("logowatch_worker_model_info", "The loaded model (value 1)",
@@ -91,7 +98,8 @@ class Health:
 
 
 def serve(metrics: WorkerMetrics, health: Health, port: int,
-          host: str = "0.0.0.0") -> ThreadingHTTPServer:
+          host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serves /metrics, /healthz and /readyz on ``host:port`` (``OSError`` when it cannot)."""
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -113,7 +121,9 @@ def serve(metrics: WorkerMetrics, health: Health, port: int,
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = type("MetricsServer", (ThreadingHTTPServer,), {"address_family": family})(
+        (host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -19,13 +19,14 @@ import numpy as np
 from detector.preprocess import ImageError, TileSpec, prepare
 from ingest.records import PostRecord, RecordError, parse
 from workers.errors import WorkerError
-from workers.fetch import Fetcher, FetchError
+from workers.fetch import Fetcher, FetchError, short
 from workers.metrics import WorkerMetrics
 from workers.strategy import Batch, Message, Step
 
 log = logging.getLogger(__name__)
 
 DEAD = "dead_letter"
+INTERNAL = "internal_error"  # a step raised something it does not expect (see ``unexpected``)
 
 
 @dataclass
@@ -42,43 +43,65 @@ class Work:
     )
 
 
-class TooManyDeadLetters(WorkerError):
+class TooManyFailures(WorkerError):
     pass
 
 
+class Tripwire:
+    """Trips when most of the last ``window`` records failed the same way: a bad producer
+    deploy or a broken model should stop the worker, not drain the topic into failures."""
+
+    def __init__(self, what: str, advice: str, *, window: int = 200,
+                 max_ratio: float = 0.5) -> None:
+        self.what = what
+        self.advice = advice
+        self.recent: deque[bool] = deque(maxlen=window)
+        self.max_ratio = max_ratio
+
+    def observe(self, failed: bool, reason: str = "") -> None:
+        self.recent.append(failed)
+        bad = sum(self.recent)
+        if len(self.recent) == self.recent.maxlen and bad > self.max_ratio * len(self.recent):
+            raise TooManyFailures(
+                f"{bad} of the last {len(self.recent)} records {self.what} (latest: {reason}); "
+                f"stopping. {self.advice}"
+            )
+
+
 class DeadLetters:
-    """Sends unparseable records to ``<topic>.dlq`` and trips when most recent ones fail."""
+    """Sends records that can never succeed to ``<topic>.dlq`` with the reason."""
 
     def __init__(self, producer: Any, topic: str, metrics: WorkerMetrics, *,
                  window: int = 200, max_ratio: float = 0.5) -> None:
         self.producer = producer
         self.topic = topic
         self.metrics = metrics
-        self.recent: deque[bool] = deque(maxlen=window)
-        self.max_ratio = max_ratio
+        self.tripwire = Tripwire(
+            "could not be parsed", f"Fix the producer, then restart the worker (instead of "
+            f"draining the topic into {topic}).", window=window, max_ratio=max_ratio)
 
-    def observe(self, dead: bool, reason: str = "") -> None:
-        self.recent.append(dead)
-        bad = sum(self.recent)
-        if (len(self.recent) == self.recent.maxlen and bad > self.max_ratio * len(self.recent)):
-            raise TooManyDeadLetters(
-                f"{bad} of the last {len(self.recent)} records could not be parsed (latest: "
-                f"{reason}); stopping instead of draining the topic into {self.topic}. Fix the "
-                "producer, then restart the worker."
-            )
-
-    def send(self, message: Message[Any], reason: str) -> None:
-        record = message.payload
+    def send(self, message: Message[Any], reason: str, key: bytes | None,
+             value: bytes | None) -> None:
         headers = [
             ("error", reason.encode("utf-8", "replace")[:1000]),
             ("source_topic", message.topic.encode()),
             ("source_partition", str(message.partition).encode()),
             ("source_offset", str(message.offset).encode()),
         ]
-        future = self.producer.send(self.topic, value=record.value, key=record.key,
-                                    headers=headers)
+        future = self.producer.send(self.topic, value=value, key=key, headers=headers)
         future.get(timeout=30)  # the offset may only move once the dead letter is stored
         self.metrics.dlq.labels(reason=reason.split(":", 1)[0][:40]).inc()
+
+
+def unexpected(stage: str, exc: BaseException, metrics: WorkerMetrics) -> str:
+    """Counts and logs an exception a step does not expect from one record, and returns the
+    reason stored with that record. One line in the log (the traceback only at DEBUG): a
+    hostile input must not be able to flood the log either."""
+    metrics.unexpected.labels(stage=stage).inc()
+    reason = f"{stage}: unexpected {type(exc).__name__}: {short(exc)}"
+    log.error("%s", reason)
+    log.debug("traceback of the unexpected error", exc_info=exc)
+    return reason
 
 
 class ParseStep:
@@ -91,19 +114,23 @@ class ParseStep:
         self._already_sent: set[tuple[int, int]] = set()
 
     def submit(self, message: Message[Any]) -> None:
+        record = message.payload
         try:
-            work = Work(parse(message.payload.value))
+            work = Work(parse(record.value))
             dead_reason = None
         except RecordError as exc:
             dead_reason = str(exc)
+        except Exception as exc:  # a parser bug must not make this record a poison pill
+            dead_reason = "record: " + unexpected("parse", exc, self.dead_letters.metrics)
+        if dead_reason is not None:
             work = Work(None, status=DEAD, error=dead_reason)
         key = (message.partition, message.offset)
         if dead_reason is not None and key not in self._already_sent:
-            self.dead_letters.send(message, dead_reason)
+            self.dead_letters.send(message, dead_reason, record.key, record.value)
             self._already_sent.add(key)
         self.next_step.submit(message.with_payload(work))  # may raise MessageRejected
         self._already_sent.discard(key)
-        self.dead_letters.observe(dead_reason is not None, dead_reason or "")
+        self.dead_letters.tripwire.observe(dead_reason is not None, dead_reason or "")
 
     def poll(self) -> None:
         self.next_step.poll()
@@ -117,8 +144,8 @@ class ParseStep:
 
 def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec | None,
                       max_pixels: int, metrics: WorkerMetrics) -> Work:
-    """Runs in the fetch pool: download, decode, resize (and tile). Never raises for bad
-    input: the failure becomes the post's image status."""
+    """Runs in the fetch pool: download, decode, resize (and tile). Never raises: bad input
+    becomes the post's image status, and so does anything unexpected (``internal_error``)."""
     if work.record is None:
         return work
     started = time.perf_counter()
@@ -126,6 +153,9 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
         data = fetcher.fetch(work.record.image_url)
     except FetchError as exc:
         work.status, work.error = exc.status, str(exc)
+        return work
+    except Exception as exc:
+        work.status, work.error = INTERNAL, unexpected("fetch", exc, metrics)
         return work
     finally:
         metrics.stage_seconds.labels(stage="fetch").observe(time.perf_counter() - started)
@@ -135,6 +165,8 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
         work.status = "ok"
     except ImageError as exc:
         work.status, work.error = exc.status, str(exc)
+    except Exception as exc:
+        work.status, work.error = INTERNAL, unexpected("decode", exc, metrics)
     finally:
         metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
     return work
@@ -142,30 +174,59 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
 
 def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work]:
     """The backbone runs once per image (or tile); every brand head scores every embedding.
-    With tiles, each brand keeps its best tile and that tile's box."""
+    With tiles, each brand keeps its best tile and that tile's box.
+
+    If the model raises for a batch, each image is tried alone, so one image the model cannot
+    take fails only itself (``internal_error``). A model that fails for every image marks them
+    all, and the worker's tripwire stops it once most recent records failed that way."""
     items = [m.payload for m in batch.messages if m.payload.status == "ok"]
     if not items:
         return batch
     started = time.perf_counter()
+    try:
+        _score(items, bundle)
+    except Exception as exc:
+        if len(items) == 1:
+            _failed(items[0], unexpected("infer", exc, metrics))
+        else:
+            log.warning("inference failed for a batch of %d (%s); scoring them one by one",
+                        len(items), type(exc).__name__)
+            for work in items:
+                try:
+                    _score([work], bundle)
+                except Exception as one:
+                    _failed(work, unexpected("infer", one, metrics))
+    metrics.batch_size.observe(len(items))
+    metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
+    return batch
+
+
+def _failed(work: Work, reason: str) -> None:
+    work.status, work.error, work.tiles = INTERNAL, reason, None
+
+
+def _score(items: list[Work], bundle: Any) -> None:
+    """Scores ``items`` and changes none of them unless all were scored."""
     counts = [len(w.tiles or []) for w in items]
     pixels = np.stack([t.pixels for w in items for t in (w.tiles or [])])
     # Score what is stored: the float16-rounded embedding, so `logowatch rescore` of the same
     # bundle reproduces these scores exactly.
     embeddings = bundle.embed(pixels).astype(np.float16).astype(np.float32)
     scores = bundle.score(embeddings)
-    metrics.batch_size.observe(len(items))
+    results = []
     start = 0
     for work, count in zip(items, counts, strict=True):
         rows = scores[start:start + count]
-        work.embedding = embeddings[start]  # the whole image, always the first tile
+        found = {}
         for j, brand in enumerate(bundle.brands):
             best = int(np.argmax(rows[:, j]))
             box = work.tiles[best].box if work.tiles else None
-            work.scores[brand] = (float(rows[best, j]), box)
-        work.tiles = None  # free the pixels before the batch waits for the database
+            found[brand] = (float(rows[best, j]), box)
+        results.append((embeddings[start], found))  # the whole image, always the first tile
         start += count
-    metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
-    return batch
+    for work, (embedding, found) in zip(items, results, strict=True):
+        work.embedding, work.scores = embedding, found
+        work.tiles = None  # free the pixels before the batch waits for the database
 
 
 def rows_for(batch: Batch[Work], bundle: Any, pseudonymise: Any = None,

@@ -24,15 +24,18 @@ from kafka.structs import OffsetAndMetadata
 
 from detector.preprocess import TileSpec
 from workers import stages
+from workers.errors import WorkerError
 from workers.fetch import FetchConfig, Fetcher
 from workers.metrics import Health, WorkerMetrics, serve
 from workers.offsets import OffsetTracker
 from workers.sink import ResultWriter, retry_forever
-from workers.strategy import BatchStep, Message, MessageRejected, RunInThreads, Sink
+from workers.strategy import Batch, BatchStep, Message, MessageRejected, RunInThreads, Sink
 
 log = logging.getLogger(__name__)
 
 STALL_AFTER = 10.0  # seconds without records, with records waiting, before re-seeking
+KAFKA_BOOTSTRAP_MS = 15_000  # an unreachable broker is an error after this long
+ONCE_TOPIC_WAIT = 30.0  # --once: a topic still unknown after this long does not exist
 
 
 @dataclass
@@ -52,6 +55,7 @@ class WorkerConfig:
     commit_interval: float = 1.0
     drain_timeout: float = 30.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     once: bool = False
     dlq_window: int = 200
     dlq_max_ratio: float = 0.5
@@ -76,22 +80,43 @@ class Worker(AsyncConsumerRebalanceListener):
         self.end_offsets: dict[TopicPartition, int] | None = None
         self.metrics.model_info.labels(model_version=bundle.version,
                                        backbone=bundle.backbone_id).set(1)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap, group_id=config.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=max(config.batch_size, 64),
-            max_poll_interval_ms=300_000, session_timeout_ms=45_000,
-            **config.kafka_options,
-        )
-        self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
-                                      **config.kafka_options)
+        self._server = None
+        if config.metrics_port is not None:
+            try:
+                self._server = serve(self.metrics, self.health, config.metrics_port,
+                                     config.metrics_host)
+            except (OSError, OverflowError) as exc:
+                raise WorkerError(f"cannot serve metrics on {config.metrics_host}:"
+                                  f"{config.metrics_port}: {getattr(exc, 'strerror', None) or exc}"
+                                  ) from None
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=config.bootstrap, group_id=config.group,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                max_poll_records=max(config.batch_size, 64),
+                max_poll_interval_ms=300_000, session_timeout_ms=45_000,
+                bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS, **config.kafka_options,
+            )
+            self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
+                                          bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS,
+                                          **config.kafka_options)
+        except KafkaError as exc:
+            self._stop_server()
+            raise WorkerError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from None
         self.writer = ResultWriter(config.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
         self.fetcher = Fetcher(config.fetch)
+        self.dead_letters = stages.DeadLetters(
+            self.producer, config.dlq_topic or f"{config.topic}.dlq", self.metrics,
+            window=config.dlq_window, max_ratio=config.dlq_max_ratio)
+        self.internal_errors = stages.Tripwire(
+            "failed with an unexpected error", "The model, the database or the code is "
+            "broken for every record; fix it, then restart the worker (those records keep "
+            "their internal_error status until they are produced again).",
+            window=config.dlq_window, max_ratio=config.dlq_max_ratio)
+        self._outcomes: list[tuple[bool, str]] = []
         self.chain = self._build_chain()
-        self._server = (serve(self.metrics, self.health, config.metrics_port)
-                        if config.metrics_port is not None else None)
 
     # -- the chain ---------------------------------------------------------------------
     def _build_chain(self) -> stages.ParseStep:
@@ -107,14 +132,13 @@ class Worker(AsyncConsumerRebalanceListener):
                     metrics=self.metrics),
             batch, workers=c.fetch_workers, max_pending=c.max_inflight, name="fetch",
         )
-        dead = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq", self.metrics,
-                                  window=c.dlq_window, max_ratio=c.dlq_max_ratio)
-        return stages.ParseStep(dead, fetch)
+        return stages.ParseStep(self.dead_letters, fetch)
 
-    def _write(self, batch: Any) -> Any:
-        posts, detections, embeddings = stages.rows_for(batch, self.bundle,
+    def _store(self, messages: list[Message[Any]]) -> list[dict[str, Any]]:
+        """One transaction for ``messages``; connection failures are retried until the drain
+        deadline (then ``_Abandoned``), anything else raises."""
+        posts, detections, embeddings = stages.rows_for(Batch(messages), self.bundle,
                                                         self.config.pseudonymise)
-        started = time.perf_counter()
 
         def failed(_: BaseException) -> None:
             self.health.db_ok = False
@@ -127,6 +151,40 @@ class Worker(AsyncConsumerRebalanceListener):
                            should_stop=self._abandon_writes, on_error=failed, on_ok=recovered)
         if not ok:
             raise _Abandoned
+        return detections
+
+    def _store_alone(self, message: Message[Any]) -> list[dict[str, Any]]:
+        """A record whose batch could not be written: its own rows, else a status row
+        (``internal_error``), else a dead letter, so no record can stop the worker."""
+        work = message.payload
+        reason = ""
+        for _ in range(2):  # the record's rows, then its status row alone
+            try:
+                return self._store([message])
+            except _Abandoned:
+                raise
+            except Exception as exc:
+                reason = stages.unexpected("write", exc, self.metrics)
+            if work.record is None:
+                break
+            work.status, work.error, work.embedding, work.scores = stages.INTERNAL, reason, None, {}
+        key = value = None
+        with contextlib.suppress(Exception):
+            key, value = work.record.key, work.record.to_bytes()
+        self.dead_letters.send(message, reason, key, value)
+        work.status = stages.DEAD
+        return []
+
+    def _write(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            detections = self._store(batch.messages)
+        except _Abandoned:
+            raise
+        except Exception as exc:
+            log.warning("writing a batch of %d failed (%s); writing its records one by one",
+                        len(batch.messages), type(exc).__name__)
+            detections = [d for m in batch.messages for d in self._store_alone(m)]
         self.metrics.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
         now = time.time()
         for m in batch.messages:
@@ -153,6 +211,7 @@ class Worker(AsyncConsumerRebalanceListener):
     def _finished(self, message: Message[Any]) -> None:
         for m in message.payload.messages:
             self.tracker.finished((m.topic, m.partition), m.offset)
+            self._outcomes.append((m.payload.status == stages.INTERNAL, m.payload.error or ""))
 
     # -- offsets -----------------------------------------------------------------------
     def _maybe_commit(self, force: bool = False) -> None:
@@ -205,6 +264,9 @@ class Worker(AsyncConsumerRebalanceListener):
                 with contextlib.suppress(ValueError):  # no longer assigned
                     self.consumer.seek(TopicPartition(topic, partition), offset)
         self.tracker.forget(parts)
+        for topic, partition in parts:  # another worker reports these now
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(topic, str(partition))
         if self.paused:
             self.consumer.resume(*revoked)
             self.paused = False
@@ -251,6 +313,9 @@ class Worker(AsyncConsumerRebalanceListener):
                 self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
         self._offer()
         self.chain.poll()
+        outcomes, self._outcomes = self._outcomes, []
+        for failed, reason in outcomes:  # raised here, outside the chain, so the drain works
+            self.internal_errors.observe(failed, reason)
         self.metrics.inflight.set(self.tracker.in_flight())
         if time.monotonic() - self._last_lag > 5:
             self._update_lag()
@@ -315,9 +380,13 @@ class Worker(AsyncConsumerRebalanceListener):
         """Subscribing before the topic's metadata is known yields an empty assignment that
         kafka-python only revisits at the next metadata refresh; wait for it instead."""
         warned = False
+        give_up = time.monotonic() + ONCE_TOPIC_WAIT
         while not self.stop_event.is_set():
             if self.consumer.partitions_for_topic(self.config.topic):
                 return
+            if self.config.once and time.monotonic() > give_up:
+                raise WorkerError(f"topic {self.config.topic!r} does not exist (waited "
+                                  f"{ONCE_TOPIC_WAIT:.0f}s; --once does not wait for it)")
             if not warned:
                 log.info("waiting for topic %r to exist", self.config.topic)
                 warned = True
@@ -326,9 +395,9 @@ class Worker(AsyncConsumerRebalanceListener):
 
     def run(self) -> None:
         self._last_record_at = time.monotonic()
-        self._wait_for_topic()
-        self.consumer.subscribe([self.config.topic], listener=self)
         try:
+            self._wait_for_topic()
+            self.consumer.subscribe([self.config.topic], listener=self)
             while not self.stop_event.is_set():
                 self._poll_once()
                 if self.config.once and self._caught_up():
@@ -360,8 +429,12 @@ class Worker(AsyncConsumerRebalanceListener):
             self.producer.close(timeout=5)
             self.writer.close()
             self.fetcher.close()
-            if self._server is not None:
-                self._server.shutdown()
+            self._stop_server()
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
 
 
 class _Abandoned(Exception):

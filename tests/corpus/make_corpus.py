@@ -84,6 +84,24 @@ RECORDS: dict[str, tuple[bytes, dict[str, str]]] = {
     "future_timestamp.json": (_rec(post_id="c-future", posted_at="2099-12-31T23:59:59+14:00"),
                               {"outcome": "post", "status": "ok",
                                "posted_at": "2099-12-31T09:59:59+00:00"}),
+    # Accepted by the parser once, then an exception in the worker (a poison pill): now
+    # refused where they are parsed.
+    "port_not_numeric.json": (_rec(post_id="c-port-abc",
+                                   image_url="http://images.example.com:abc/ok.jpg"),
+                              _dlq("image_url: is not a valid URL (Port could not be cast")),
+    "port_out_of_range.json": (_rec(post_id="c-port-big",
+                                    image_url="http://images.example.com:99999/ok.jpg"),
+                               _dlq("image_url: is not a valid URL (Port out of range")),
+    "port_zero.json": (_rec(post_id="c-port-0", image_url="http://images.example.com:0/ok.jpg"),
+                       _dlq("image_url: has port 0")),
+    "unclosed_ipv6_host.json": (_rec(post_id="c-ipv6", image_url="http://[::1/ok.jpg"),
+                                _dlq("image_url: is not a valid URL (Invalid IPv6 URL")),
+    "posted_at_before_year_1_utc.json": (
+        _rec(post_id="c-year1", posted_at="0001-01-01T00:00:00+14:00"),
+        _dlq("posted_at: is out of range once converted to UTC")),
+    "posted_at_after_year_9999_utc.json": (
+        _rec(post_id="c-year9999", posted_at="9999-12-31T23:59:59-14:00"),
+        _dlq("posted_at: is out of range once converted to UTC")),
     # Same post id twice (same key, so same partition, in this order): the later one wins.
     "duplicate_1_first.json": (_rec(post_id="c-dup", caption="first version"),
                                {"outcome": "post", "status": "ok", "caption": "second version"}),
@@ -148,6 +166,44 @@ def _webp() -> bytes:
     return out.getvalue()
 
 
+def _ico_with_big_png_frame() -> bytes:
+    """An ICO whose directory says 256 x 256 over a PNG frame of 9,400 x 9,400 (88 MP, just
+    under Pillow's own guard): Pillow decodes the frame before any size check can see it."""
+    png = _png_bomb(9_400, 9_400)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
+
+
+def _gif_frame_beyond_screen() -> bytes:
+    """A 16 x 16 GIF screen whose first frame claims 9,000 x 9,000 (81 MP): the frame's own
+    size is what would be decoded. No pixel data is needed to be refused."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 16, 16, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 9_000, 9_000, 0) + b"\x02\x02\x44\x01\x00"
+    return screen + frame + b";"
+
+
+def _big(mode: str, fmt: str, size: tuple[int, int] = (7_000, 5_600), **save: object) -> bytes:
+    """39.2 MP (just under the worker's 40 MP limit) in ``mode``: constant rows on a ramp, so
+    the file is small and the decoded image is full size."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = size
+    rows = (np.arange(h, dtype=np.uint32) * 255 // h).astype(np.uint8)
+    ramp = np.broadcast_to(rows[:, None], (h, w))
+    if mode == "I;16":
+        img = Image.fromarray(ramp.astype(np.uint16) * 257)
+    else:
+        bands = {"RGBA": 4, "RGB": 3, "CMYK": 4}[mode]
+        img = Image.fromarray(np.repeat(ramp[..., None], bands, axis=2).copy(),
+                              mode=mode if mode != "CMYK" else "RGBA")
+        if mode == "CMYK":
+            img = img.convert("CMYK")
+    out = io.BytesIO()
+    img.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
 SVG = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="100" '
        b'height="100"><circle cx="50" cy="50" r="40" fill="red"/>'
        b'<image href="http://169.254.169.254/latest/meta-data/"/></svg>\n')
@@ -166,6 +222,15 @@ IMAGES: dict[str, tuple[str, str]] = {
     "huge_animated.gif": ("image/gif", "ok"),
     "photo.webp": ("image/webp", "ok"),
     "logo.svg": ("image/svg+xml", "not_image"),
+    # Decoder memory: refused before any frame is decoded, or decoded within the bound.
+    "icon_big_png_frame.ico": ("image/x-icon", "not_image"),
+    "gif_frame_beyond_screen.gif": ("image/gif", "too_large"),
+    "rgba_39mp.png": ("image/png", "ok"),
+    "gray16_39mp.png": ("image/png", "ok"),
+    "rgb_39mp.jpg": ("image/jpeg", "ok"),
+    "rgba_12mp.webp": ("image/webp", "ok"),
+    "rgba_39mp.webp": ("image/webp", "too_large"),  # WebP's limit is 12 MP
+    "cmyk_39mp.tif": ("image/tiff", "ok"),
 }
 
 
@@ -183,6 +248,14 @@ def image_bytes() -> dict[str, bytes]:
         "huge_animated.gif": _animated_gif(),
         "photo.webp": _webp(),
         "logo.svg": SVG,
+        "icon_big_png_frame.ico": _ico_with_big_png_frame(),
+        "gif_frame_beyond_screen.gif": _gif_frame_beyond_screen(),
+        "rgba_39mp.png": _big("RGBA", "PNG", compress_level=9),
+        "gray16_39mp.png": _big("I;16", "PNG", compress_level=9),
+        "rgb_39mp.jpg": _big("RGB", "JPEG", quality=50),
+        "rgba_12mp.webp": _big("RGBA", "WEBP", (4_000, 3_000), lossless=True),
+        "rgba_39mp.webp": _big("RGBA", "WEBP", lossless=True),
+        "cmyk_39mp.tif": _big("CMYK", "TIFF", compression="tiff_adobe_deflate"),
     }
 
 

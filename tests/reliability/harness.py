@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -190,3 +192,64 @@ def traceback_from_our_code(output: str) -> bool:
     """True when a logged traceback has a frame in logowatch's own packages (kafka-python
     may log one of its own while its sockets close at shutdown; that is not ours)."""
     return re.search(r'File ".*/(workers|ingest|detector|analytics)/', output) is not None
+
+
+Handler = Callable[[socket.socket], None]
+
+
+class RawServer:
+    """Accepts TCP connections on ``host`` and runs ``handler`` on each; counts connections,
+    bytes sent and how long each connection lasted (until the client hung up)."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        self.sock = socket.create_server((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.accepted = 0
+        self.sent = 0
+        self.durations: list[float] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        started = time.monotonic()
+        try:
+            self.handler(conn)
+        except OSError:
+            pass  # the client hung up: what a hostile server sees when the fetcher gives up
+        finally:
+            with self._lock:
+                self.durations.append(time.monotonic() - started)
+            conn.close()
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        with self._lock:
+            self.sent += len(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

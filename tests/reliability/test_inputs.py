@@ -7,6 +7,7 @@ process serves the whole module and must still be alive, and exit cleanly, at th
 from __future__ import annotations
 
 import json
+import select
 import signal
 import threading
 import uuid
@@ -16,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import WorkerProcess, detect, traceback_from_our_code, wait_lag_zero
+from tests.reliability.harness import (
+    RawServer,
+    WorkerProcess,
+    detect,
+    read_request,
+    traceback_from_our_code,
+    wait_for,
+    wait_lag_zero,
+)
 from tests.support.http_server import ImageServer
 from tests.support.model import BRANDS
 from tests.support.pipeline import post, produce, read_topic, rows
@@ -26,6 +35,8 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 FETCH_TIMEOUT = "5"  # seconds; the slow host below answers after 30
+TOTAL_TIMEOUT = 10  # seconds, twice FETCH_TIMEOUT: one deadline over each whole fetch
+SLOW_HOSTS = 16  # as many as the worker's fetch threads
 
 
 @dataclass
@@ -36,6 +47,7 @@ class Stream:
     group: str
     images: ImageServer
     canary: ImageServer
+    slow: list[RawServer]
     worker: WorkerProcess
 
     def run(self, messages: list[tuple[bytes, bytes | None]]) -> None:
@@ -64,16 +76,32 @@ def stream(bootstrap: str, migrated_db: str, tiny_bundle: Path,
     finally:
         admin.close()
     images, canary = ImageServer().start(), ImageServer().start()
+    slow = [RawServer(_drip_headers) for _ in range(SLOW_HOSTS)]
     log = tmp_path_factory.mktemp("inputs") / "worker.log"
     worker = detect(tiny_bundle, bootstrap, migrated_db, topic, f"{topic}-g", log,
                     "--fetch-timeout", FETCH_TIMEOUT, "--fetch-retries", "0",
-                    allow=[images.host])
+                    "--fetch-workers", str(SLOW_HOSTS),
+                    allow=[images.host, *(s.hostport for s in slow)])
     try:
-        yield Stream(bootstrap, migrated_db, topic, f"{topic}-g", images, canary, worker)
+        yield Stream(bootstrap, migrated_db, topic, f"{topic}-g", images, canary, slow, worker)
     finally:
         worker.kill()
         images.stop()
         canary.stop()
+        for server in slow:
+            server.close()
+
+
+def _drip_headers(conn) -> None:  # type: ignore[no-untyped-def]
+    """A host that answers at once, then sends its headers a byte a second, forever: every
+    read is quick, so only the fetch's total deadline ends it."""
+    read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: ")
+    while True:
+        readable, _, _ = select.select([conn], [], [], 1.0)
+        if readable and not conn.recv(1):
+            return  # the fetcher hung up: this is when its fetch ended
+        conn.sendall(b"a")
 
 
 def _statuses(db: str, ids: list[str]) -> dict[str, tuple[str, str | None]]:
@@ -254,6 +282,55 @@ def test_a_host_that_answers_after_30s_ends_fetch_failed_while_others_flow(
     statuses = _statuses(stream.db, ["slow-host", *(f"flow-{i}" for i in range(16))])
     assert statuses.pop("slow-host") == ("fetch_failed", "timed out (after 1 tries)")
     assert {s for s, _ in statuses.values()} == {"ok"} and len(statuses) == 16
+
+
+def test_sixteen_slow_hosts_at_once_end_at_their_deadline_and_every_other_record_lands(
+    stream: Stream, synth_images: list[tuple[str, bytes]],
+) -> None:
+    messages = [post(f"drip-{i}", f"http://{server.hostport}/slow.jpg")
+                for i, server in enumerate(stream.slow)]
+    for i in range(32):
+        body = synth_images[i % len(synth_images)][1]
+        messages.append(post(f"beside-drip-{i}", stream.images.add(f"/beside{i}.jpg", body)))
+    stream.run(messages)
+    ids = [f"drip-{i}" for i in range(SLOW_HOSTS)]
+    statuses = _statuses(stream.db, ids + [f"beside-drip-{i}" for i in range(32)])
+    for i in range(32):
+        assert statuses[f"beside-drip-{i}"] == ("ok", None)
+    for post_id in ids:
+        assert statuses[post_id] == (
+            "fetch_failed", f"exceeded the total timeout of {TOTAL_TIMEOUT}s"), post_id
+    # Every slow host saw its fetch hang up (each connection ended) at the deadline.
+    held = wait_for(lambda: [d for s in stream.slow for d in s.durations] if sum(
+        len(s.durations) for s in stream.slow) == SLOW_HOSTS else None, 60, "every hang-up")
+    print(f"\n{SLOW_HOSTS} slow hosts: connections held {min(held):.2f}-{max(held):.2f}s "
+          f"(total timeout {TOTAL_TIMEOUT}s)")
+
+
+CODECS = ("gzip", "snappy", "lz4", "zstd")
+
+
+def test_batches_compressed_with_every_kafka_codec_are_consumed(
+    stream: Stream, synth_images: list[tuple[str, bytes]],
+) -> None:
+    from kafka import KafkaProducer, codec
+
+    assert codec.has_gzip() and codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
+    ids = []
+    for name in CODECS:
+        producer = KafkaProducer(bootstrap_servers=stream.bootstrap, compression_type=name,
+                                 linger_ms=100, acks="all")
+        for i in range(4):
+            post_id = f"codec-{name}-{i}"
+            ids.append(post_id)
+            key, value = post(post_id, stream.images.add(f"/{post_id}.jpg",
+                                                         synth_images[i][1]))
+            producer.send(stream.topic, key=key, value=value)
+        producer.flush()
+        producer.close()
+    wait_lag_zero(stream.bootstrap, stream.group, stream.topic, timeout=300)
+    assert stream.worker.alive(), stream.worker.output()[-4000:]
+    assert _statuses(stream.db, ids) == {i: ("ok", None) for i in ids}
 
 
 def test_the_worker_survived_every_input_and_exits_cleanly(stream: Stream) -> None:

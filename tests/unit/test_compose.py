@@ -83,3 +83,16 @@ def test_prometheus_scrapes_services_that_exist() -> None:
         hosts += [n for sd in job.get("dns_sd_configs", []) for n in sd["names"]]
         for host in hosts:
             assert host in SERVICES, f"{job['job_name']} scrapes unknown host {host}"
+
+
+def test_metrics_bind_every_interface_in_compose_and_prometheus_scrapes_their_port() -> None:
+    from workers.metrics import DEFAULT_PORT
+
+    env = SERVICES["detector"]["environment"]
+    assert env["LOGOWATCH_METRICS_HOST"] == "0.0.0.0"  # the CLI's default is loopback
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert scraped["logowatch-detector"]["dns_sd_configs"][0]["port"] == DEFAULT_PORT
+    for name in ("detector", "ingest"):
+        command = SERVICES[name]["command"]
+        assert command[command.index("--metrics-port") + 1] == str(DEFAULT_PORT), name
