@@ -77,15 +77,19 @@ def _demo_weights() -> tuple[str, int]:
 
 
 def _demo_model(state_dir: Path) -> Path:
-    from detector.bundle import META_FILE
+    from detector.bundle import META_FILE, BundleMismatchError, load_bundle
     from detector.synth import generate
     from detector.train import TrainConfig, train_bundle
 
     weights, size = _demo_weights()
     out = state_dir / f"demo-model-{weights}-{size}"
     if (out / META_FILE).exists():
-        print(f"demo: reusing the demo model in {out}")
-        return out
+        try:
+            load_bundle(out, embed=False)  # made by an older release: train it again
+            print(f"demo: reusing the demo model in {out}")
+            return out
+        except BundleMismatchError as exc:
+            print(f"demo: retraining the demo model ({exc})")
     if weights == "none":
         print("demo: no pretrained weights on this machine: the demo model uses a RANDOM "
               "backbone, so its detections are not meaningful (the plumbing is)")
