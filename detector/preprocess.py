@@ -26,8 +26,10 @@ from PIL import Image, UnidentifiedImageError
 
 from detector.errors import DetectorError
 
-# pp2: images over 16 MP are reduced in integer strips before the resize (bounded memory);
-# their pixels differ slightly from pp1's, so embeddings of the two are not interchangeable.
+# pp2: images over 16 MP are reduced in integer strips before the resize (bounded memory), and
+# the whole image is decoded at its own size with or without tiles (pp1 decoded it at the
+# tiles' resolution in tiles mode); pixels differ from pp1's, so embeddings are not
+# interchangeable.
 PREPROCESS_VERSION = "pp2-pad128-bilinear"
 PAD_VALUE = (128, 128, 128)
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -276,9 +278,17 @@ def prepare(
 ) -> list[Tile]:
     """Bytes → [whole image, *tiles] as (size, size, 3) uint8; raises `ImageError`.
 
-    JPEGs are decoded with DCT scaling to just the resolution the tiles need, which makes a
-    12-megapixel photo several times cheaper than a full decode.
+    JPEGs are decoded with DCT scaling to just the resolution needed, which makes a
+    12-megapixel photo several times cheaper than a full decode. The whole image is always
+    decoded for the whole image's size, tiles or not: its pixels (and so its embedding, which
+    is stored and trained on) must not depend on whether tiles were asked for. Tiles that
+    need more resolution than that decode has get a second, larger one.
     """
-    need = math.ceil(size * (tiles.zoom if tiles else 1.0))
-    img, full = _load_upright(data, need=need, max_pixels=max_pixels)
-    return tiles_of(img, full, size, tiles)
+    img, full = _load_upright(data, need=size, max_pixels=max_pixels)
+    out = tiles_of(img, full, size, None)
+    if tiles is None or tiles.grid < 2:
+        return out
+    need = math.ceil(size * tiles.zoom)
+    if max(img.size) < min(need, max(full)):  # decoded smaller than the tiles can use
+        img, _ = _load_upright(data, need=need, max_pixels=max_pixels)
+    return out + tiles_of(img, full, size, tiles)[1:]

@@ -128,6 +128,19 @@ def test_large_jpeg_is_decoded_at_a_reduced_dct_scale() -> None:
     assert full == (3200, 2400) and 300 <= max(img.size) <= 800  # 1/4 or 1/8 scale, not full
 
 
+def test_whole_image_pixels_do_not_depend_on_tiles() -> None:
+    # the stored (and trained-on) embedding is the whole image's: a worker with --tiles must
+    # compute it from the same pixels as one without, however the JPEG was draft-decoded
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (1200, 1600, 3), np.uint8))
+    for data in (encode(noisy, "JPEG", quality=90), encode(noisy, "PNG")):
+        for size in (75, 299):
+            alone = prepare(data, size)[0].pixels
+            tiled = prepare(data, size, tiles=TileSpec(3, 0.25))
+            np.testing.assert_array_equal(tiled[0].pixels, alone)
+            assert len(tiled) == 10 and tiled[1].box is not None
+
+
 @given(w=st.integers(20, 4000), h=st.integers(20, 4000), grid=st.integers(2, 4),
        overlap=st.floats(0.0, 0.5))
 def test_tiles_stay_inside_and_cover_the_image(w: int, h: int, grid: int, overlap: float) -> None:
