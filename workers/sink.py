@@ -1,7 +1,8 @@
 """Writing results to Postgres: one transaction per batch, upserts on the natural keys.
 
 Redelivery after a crash or a rebalance writes the same rows again, and ``ON CONFLICT`` turns
-that into an update, so at-least-once delivery never duplicates a row.
+that into an update, so at-least-once delivery never duplicates a row. ``DatabaseStage`` is
+the chain's write step: it retries a lost connection until the drain deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics.schema import Detection, Embedding, Model, Post
+from workers.config import ImageStatus, first_line
+from workers.metrics import Health, WorkerMetrics
+from workers.rows import batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def retry_forever(
                 raise
             on_error(exc)
             log.warning("database write failed, retrying in %.1fs: %s", delay,
-                        str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+                        first_line(exc))
             stop_at = time.monotonic() + delay
             while time.monotonic() < stop_at:
                 if should_stop():
@@ -103,3 +107,53 @@ def retry_forever(
             continue
         on_ok()
         return True
+
+
+class Abandoned(Exception):
+    """The database stayed down past the drain deadline."""
+
+
+class DatabaseStage:
+    """The chain's write step (the database's one owner thread): rows in one transaction,
+    then the metrics of what was written."""
+
+    def __init__(self, writer: ResultWriter, bundle: Any, metrics: WorkerMetrics,
+                 health: Health, *, should_stop: Callable[[], bool],
+                 pseudonymise: Any = None) -> None:
+        self.writer = writer
+        self.bundle = bundle
+        self.metrics = metrics
+        self.health = health
+        self.should_stop = should_stop
+        self.pseudonymise = pseudonymise
+
+    def _failed(self, _: BaseException) -> None:
+        self.health.db_ok = False
+        self.metrics.db_errors.inc()
+
+    def _recovered(self) -> None:
+        self.health.db_ok = True
+
+    def __call__(self, batch: Any) -> Any:
+        posts, detections, embeddings = batch_rows(batch, self.bundle, self.pseudonymise)
+        started = time.perf_counter()
+        if not retry_forever(lambda: self.writer.write(posts, detections, embeddings),
+                             should_stop=self.should_stop, on_error=self._failed,
+                             on_ok=self._recovered):
+            raise Abandoned
+        m = self.metrics
+        m.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
+        now = time.time()
+        for message in batch.messages:
+            if message.timestamp_ms > 0:
+                m.end_to_end.observe(max(0.0, now - message.timestamp_ms / 1000))
+            status = message.payload.status
+            outcome = ("dead_letter" if status == ImageStatus.DEAD_LETTER
+                       else "ok" if status == ImageStatus.OK else "image_failed")
+            m.records.labels(outcome=outcome).inc()
+            if message.payload.record is not None:
+                m.images.labels(status=str(status)).inc()
+        for d in detections:
+            if d["present"]:
+                m.detections.labels(brand=d["brand"]).inc()
+        return batch

@@ -11,13 +11,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from detector.preprocess import ImageError, TileSpec, prepare
 from ingest.records import PostRecord, RecordError, parse
+from workers import rows
+from workers.config import ImageStatus
 from workers.errors import WorkerError
 from workers.fetch import Fetcher, FetchError
 from workers.metrics import WorkerMetrics
@@ -25,15 +26,13 @@ from workers.strategy import Batch, Message, Step
 
 log = logging.getLogger(__name__)
 
-DEAD = "dead_letter"
-
 
 @dataclass
 class Work:
     """One record on its way through the chain."""
 
     record: PostRecord | None
-    status: str = "pending"
+    status: str = ImageStatus.PENDING
     error: str | None = None
     tiles: list[Any] | None = None
     embedding: np.ndarray | None = None
@@ -96,7 +95,7 @@ class ParseStep:
             dead_reason = None
         except RecordError as exc:
             dead_reason = str(exc)
-            work = Work(None, status=DEAD, error=dead_reason)
+            work = Work(None, status=ImageStatus.DEAD_LETTER, error=dead_reason)
         key = (message.partition, message.offset)
         if dead_reason is not None and key not in self._already_sent:
             self.dead_letters.send(message, dead_reason)
@@ -132,7 +131,7 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
     started = time.perf_counter()
     try:
         work.tiles = prepare(data, size, tiles=tiles, max_pixels=max_pixels)
-        work.status = "ok"
+        work.status = ImageStatus.OK
     except ImageError as exc:
         work.status, work.error = exc.status, str(exc)
     finally:
@@ -143,62 +142,25 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
 def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work]:
     """The backbone runs once per image (or tile); every brand head scores every embedding.
     With tiles, each brand keeps its best tile and that tile's box."""
-    items = [m.payload for m in batch.messages if m.payload.status == "ok"]
+    items = [m.payload for m in batch.messages if m.payload.status == ImageStatus.OK]
     if not items:
         return batch
     started = time.perf_counter()
     counts = [len(w.tiles or []) for w in items]
     pixels = np.stack([t.pixels for w in items for t in (w.tiles or [])])
-    # Score what is stored: the float16-rounded embedding, so `logowatch rescore` of the same
-    # bundle reproduces these scores exactly.
-    embeddings = bundle.embed(pixels).astype(np.float16).astype(np.float32)
-    scores = bundle.score(embeddings)
+    # Score what is stored (workers.rows), so `logowatch rescore` reproduces these rows.
+    embeddings = rows.stored(bundle.embed(pixels))
+    scores = rows.score_stored(bundle, embeddings)
     metrics.batch_size.observe(len(items))
     start = 0
     for work, count in zip(items, counts, strict=True):
-        rows = scores[start:start + count]
+        own = scores[start:start + count]
         work.embedding = embeddings[start]  # the whole image, always the first tile
         for j, brand in enumerate(bundle.brands):
-            best = int(np.argmax(rows[:, j]))
+            best = int(np.argmax(own[:, j]))
             box = work.tiles[best].box if work.tiles else None
-            work.scores[brand] = (float(rows[best, j]), box)
+            work.scores[brand] = (float(own[best, j]), box)
         work.tiles = None  # free the pixels before the batch waits for the database
         start += count
     metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
     return batch
-
-
-def rows_for(batch: Batch[Work], bundle: Any, pseudonymise: Any = None,
-             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    posts, detections, embeddings = [], [], []
-    now = datetime.now(UTC)
-    for message in batch.messages:
-        work = message.payload
-        record = work.record
-        if record is None:
-            continue
-        author = record.author
-        if author is not None and pseudonymise is not None:
-            author = pseudonymise(author)
-        posts.append({
-            "post_id": record.post_id, "source": record.source, "author": author,
-            "caption": record.caption, "hashtags": record.hashtags,
-            "mentions": record.mentions, "image_url": record.image_url,
-            "permalink": record.permalink, "posted_at": record.posted_at,
-            "image_status": work.status, "error": work.error, "extra": record.extra,
-        })
-        if work.status != "ok" or work.embedding is None:
-            continue
-        for brand, (score, box) in work.scores.items():
-            detections.append({
-                "post_id": record.post_id, "brand": brand, "model_version": bundle.version,
-                "score": min(1.0, max(0.0, score)),
-                "present": score >= bundle.thresholds[brand],
-                "region": list(box) if box else None, "posted_at": record.posted_at,
-                "detected_at": now,
-            })
-        vector = np.asarray(work.embedding, dtype=np.float16)
-        embeddings.append({"post_id": record.post_id, "backbone": bundle.backbone_id,
-                           "dim": int(vector.shape[0]), "vector": vector.tobytes(),
-                           "created_at": now})
-    return posts, detections, embeddings

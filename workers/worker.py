@@ -1,231 +1,112 @@
 """The detector worker: one Kafka consumer in a group, turning posts into Postgres rows.
 
-The main thread owns the consumer (it is not thread-safe) and only polls, submits, moves
-finished work along and commits. Offsets are committed only after the database transaction
-that holds their results, about once a second, and always on revoke and on shutdown, through
-the same drain-and-commit path.
+The main thread owns the consumer and the offset tracker: it polls, hands records to the
+chain (``workers.chain``), moves finished work along and commits (``workers.commits``). A
+rebalance only leaves a note on the client's IO thread (``workers.consumer``); the main thread
+then drains, commits and releases the revoked partitions, on the path shutdown takes too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from functools import partial
+from collections import deque
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-
-from detector.preprocess import TileSpec
 from workers import stages
-from workers.fetch import FetchConfig, Fetcher
+from workers.chain import build_chain
+from workers.commits import Committer
+from workers.consumer import Consumer, KafkaClient, Partition, Record, dead_letter_producer
+from workers.fetch import Fetcher
+from workers.lag import Lag
+from workers.liveness import Liveness
 from workers.metrics import Health, WorkerMetrics, serve
 from workers.offsets import OffsetTracker
-from workers.sink import ResultWriter, retry_forever
-from workers.strategy import BatchStep, Message, MessageRejected, RunInThreads, Sink
+from workers.settings import WorkerConfig
+from workers.sink import Abandoned, DatabaseStage, ResultWriter
+from workers.strategy import Message, MessageRejected
 
 log = logging.getLogger(__name__)
 
-STALL_AFTER = 10.0  # seconds without records, with records waiting, before re-seeking
 
+class Worker:
+    """Polls, submits, commits; its collaborators can be passed in (the step tests do)."""
 
-@dataclass
-class WorkerConfig:
-    bootstrap: str
-    database_url: str
-    topic: str = "posts"
-    group: str = "logowatch-detectors"
-    dlq_topic: str | None = None
-    batch_size: int = 32
-    max_wait_ms: int = 200
-    fetch_workers: int = 16
-    max_inflight: int = 256
-    tiles: TileSpec | None = None
-    max_pixels: int = 40_000_000
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    commit_interval: float = 1.0
-    drain_timeout: float = 30.0
-    metrics_port: int | None = None
-    once: bool = False
-    dlq_window: int = 200
-    dlq_max_ratio: float = 0.5
-    pseudonymise: Any = None
-    kafka_options: dict[str, Any] = field(default_factory=dict)
-
-
-class Worker(AsyncConsumerRebalanceListener):
-    def __init__(self, config: WorkerConfig, bundle: Any,
-                 metrics: WorkerMetrics | None = None) -> None:
-        self.config = config
-        self.bundle = bundle
+    def __init__(self, config: WorkerConfig, bundle: Any, metrics: WorkerMetrics | None = None,
+                 *, consumer: Consumer | None = None, producer: Any = None,
+                 writer: Any = None, fetcher: Any = None) -> None:
+        c = self.config = config
         self.metrics = metrics or WorkerMetrics()
-        self.health = Health()
-        self.health.model_loaded = True
-        self.tracker = OffsetTracker()
-        self.stop_event = threading.Event()
-        self.paused = False
-        self.carry: list[Message[Any]] = []
-        self._last_commit = 0.0
-        self._last_lag = 0.0
-        self.end_offsets: dict[TopicPartition, int] | None = None
         self.metrics.model_info.labels(model_version=bundle.version,
                                        backbone=bundle.backbone_id).set(1)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap, group_id=config.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=max(config.batch_size, 64),
-            max_poll_interval_ms=300_000, session_timeout_ms=45_000,
-            **config.kafka_options,
-        )
-        self.producer = KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
-                                      **config.kafka_options)
-        self.writer = ResultWriter(config.database_url)
+        self.health = Health()
+        self.health.model_loaded = True
+        self.stop_event = threading.Event()
+        self.drain_deadline = float("inf")
+        self.carry: deque[Message[Record]] = deque()
+        self.paused = False
+        self.last_record_at = time.monotonic()
+        self.tracker = OffsetTracker()
+        self.consumer = consumer or KafkaClient(
+            bootstrap_servers=c.bootstrap, group_id=c.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=max(c.batch_size, 64),
+            max_poll_interval_ms=300_000, session_timeout_ms=45_000, **c.kafka_options)
+        self.producer = producer or dead_letter_producer(c)
+        self.writer = writer or ResultWriter(c.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
-        self.fetcher = Fetcher(config.fetch)
-        self.chain = self._build_chain()
-        self._server = (serve(self.metrics, self.health, config.metrics_port)
-                        if config.metrics_port is not None else None)
-
-    # -- the chain ---------------------------------------------------------------------
-    def _build_chain(self) -> stages.ParseStep:
-        c = self.config
-        done = Sink(self._finished, self._maybe_commit)
-        write = RunInThreads(self._write, done, workers=1, max_pending=2, name="db")
-        infer = RunInThreads(partial(stages.infer, bundle=self.bundle, metrics=self.metrics),
-                             write, workers=1, max_pending=2, name="model")
-        batch = BatchStep(infer, size=c.batch_size, max_wait=c.max_wait_ms / 1000)
-        fetch = RunInThreads(
-            partial(stages.fetch_and_prepare, fetcher=self.fetcher,
-                    size=self.bundle.input_size, tiles=c.tiles, max_pixels=c.max_pixels,
-                    metrics=self.metrics),
-            batch, workers=c.fetch_workers, max_pending=c.max_inflight, name="fetch",
-        )
-        dead = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq", self.metrics,
-                                  window=c.dlq_window, max_ratio=c.dlq_max_ratio)
-        return stages.ParseStep(dead, fetch)
-
-    def _write(self, batch: Any) -> Any:
-        posts, detections, embeddings = stages.rows_for(batch, self.bundle,
-                                                        self.config.pseudonymise)
-        started = time.perf_counter()
-
-        def failed(_: BaseException) -> None:
-            self.health.db_ok = False
-            self.metrics.db_errors.inc()
-
-        def recovered() -> None:
-            self.health.db_ok = True
-
-        ok = retry_forever(lambda: self.writer.write(posts, detections, embeddings),
-                           should_stop=self._abandon_writes, on_error=failed, on_ok=recovered)
-        if not ok:
-            raise _Abandoned
-        self.metrics.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
-        now = time.time()
-        for m in batch.messages:
-            if m.timestamp_ms > 0:
-                self.metrics.end_to_end.observe(max(0.0, now - m.timestamp_ms / 1000))
-            outcome = ("dead_letter" if m.payload.status == stages.DEAD
-                       else "ok" if m.payload.status == "ok" else "image_failed")
-            self.metrics.records.labels(outcome=outcome).inc()
-            if m.payload.record is not None:
-                self.metrics.images.labels(status=m.payload.status).inc()
-        for d in detections:
-            if d["present"]:
-                self.metrics.detections.labels(brand=d["brand"]).inc()
-        return batch
+        self.fetcher = fetcher or Fetcher(c.fetch)
+        self.committer = Committer(self.consumer, self.tracker, self.metrics,
+                                   interval=c.commit_interval)
+        self.lag = Lag(self.consumer, self.tracker, self.metrics, c.topic)
+        self.liveness = Liveness(self.health, stall_after=c.stall_timeout)
+        self.chain = build_chain(
+            c, bundle, self.metrics, fetcher=self.fetcher,
+            dead_letters=stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq",
+                                            self.metrics, window=c.dlq_window,
+                                            max_ratio=c.dlq_max_ratio),
+            database=DatabaseStage(self.writer, bundle, self.metrics, self.health,
+                                   should_stop=self._abandon_writes,
+                                   pseudonymise=c.pseudonymise),
+            tracker=self.tracker, commit=self.committer.commit)
+        self.server = (serve(self.metrics, self.health, c.metrics_port)
+                       if c.metrics_port is not None else None)
 
     def _abandon_writes(self) -> bool:
-        return self.stop_event.is_set() and time.monotonic() > self._drain_deadline
-
-    _drain_deadline = float("inf")
-    _last_record_at = 0.0
-    _closed = False
-    _in_rebalance = False
-
-    def _finished(self, message: Message[Any]) -> None:
-        for m in message.payload.messages:
-            self.tracker.finished((m.topic, m.partition), m.offset)
-
-    # -- offsets -----------------------------------------------------------------------
-    def _maybe_commit(self, force: bool = False) -> None:
-        if self._in_rebalance:  # the IO thread cannot block on a commit; the callback awaits it
-            return
-        if not force and time.monotonic() - self._last_commit < self.config.commit_interval:
-            return
-        offsets = self.tracker.to_commit()
-        self._last_commit = time.monotonic()
-        if not offsets:
-            return
-        self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                              for (t, p), o in offsets.items()})
-        self.tracker.mark_committed(offsets)
-        self.metrics.commits.inc()
-
-    def _drain(self, timeout: float) -> None:
-        """Finish what is in flight (or give up at the deadline) and commit it."""
-        self.carry = []
-        self.chain.join(timeout)
-        self._maybe_commit(force=True)
-
-    # -- rebalance -----------------------------------------------------------------------
-    # kafka-python 3 runs these on its IO thread: blocking consumer calls are not allowed
-    # there, so the drain runs the chain (other threads do the work) and the commit is awaited.
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        if self._closed:  # consumer.close() revokes too; shutdown already drained
-            return
-        parts = [(tp.topic, tp.partition) for tp in revoked]
-        log.info("partitions revoked: %s; draining", sorted(parts))
-        self._in_rebalance = True
-        try:
-            self.carry = [m for m in self.carry if (m.topic, m.partition) not in parts]
-            self.chain.join(self.config.drain_timeout)
-        finally:
-            self._in_rebalance = False
-        offsets = self.tracker.to_commit()
-        if offsets:
-            await self.consumer.commit_async({
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
-            })
-            self.tracker.mark_committed(offsets)
-            self.metrics.commits.inc()
-        # kafka-python 3 keeps a partition's position (and paused flag) when the new
-        # assignment hands it back, so work dropped here would be skipped, not redone:
-        # rewind each revoked partition to its oldest unfinished record first.
-        for topic, partition in parts:
-            offset = self.tracker.committable((topic, partition))
-            if offset is not None:
-                with contextlib.suppress(ValueError):  # no longer assigned
-                    self.consumer.seek(TopicPartition(topic, partition), offset)
-        self.tracker.forget(parts)
-        if self.paused:
-            self.consumer.resume(*revoked)
-            self.paused = False
-            self.metrics.paused.set(0)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        self.health.assigned = len(assigned)
-        self.paused = False
-        self.metrics.paused.set(0)
-
-    def _set_paused(self, paused: bool) -> None:
-        assignment = list(self.consumer.assignment())
-        if paused and not self.paused:
-            self.consumer.pause(*assignment)
-        elif not paused and self.paused:
-            self.consumer.resume(*assignment)
-        self.paused = paused
-        self.metrics.paused.set(len(assignment) if paused else 0)
+        return self.stop_event.is_set() and time.monotonic() > self.drain_deadline
 
     # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._wait_for_topic()
+            self.consumer.subscribe(self.config.topic)
+            while not self.stop_event.is_set():
+                self._poll_once()
+                if self.config.once and not self.carry and self.lag.caught_up():
+                    break
+        finally:
+            self.shutdown()
+
+    def _poll_once(self) -> None:
+        self.health.beat()
+        # While paused, poll only keeps the membership alive; whatever it still returns (a
+        # partition a rebalance resumed) is carried, never dropped.
+        records = self.consumer.poll(timeout_ms=50 if self.carry else 100)
+        released = self._rebalanced()
+        for r in records:
+            if r.partition in released:  # fetched before the rewind: it comes again
+                continue
+            self.tracker.started(r.partition, r.offset)
+            self.carry.append(Message(*r.partition, r.offset, r.timestamp_ms, r))
+            self.last_record_at = time.monotonic()
+        self._offer()
+        self.chain.poll()
+        self.metrics.inflight.set(self.tracker.in_flight())
+        self.liveness.check(self.lag.update(),
+                            max(self.last_record_at, self.committer.moved_at))
+
     def _offer(self) -> None:
         """Submit carried-over messages; pause the partitions while the chain is full."""
         while self.carry:
@@ -234,112 +115,62 @@ class Worker(AsyncConsumerRebalanceListener):
             except MessageRejected:
                 self._set_paused(True)
                 return
-            self.carry.pop(0)
+            self.carry.popleft()
         self._set_paused(False)
 
-    def _poll_once(self) -> None:
-        self.health.beat()
-        # With a carry-over the partitions are paused and poll only keeps the membership
-        # alive; whatever it does return (a partition resumed by a rebalance) is kept, never
-        # dropped.
-        batches = self.consumer.poll(timeout_ms=50 if self.carry or self.paused else 100)
-        if batches:
-            self._last_record_at = time.monotonic()
-        for tp, records in batches.items():
-            for r in records:
-                self.tracker.started((tp.topic, tp.partition), r.offset)
-                self.carry.append(Message(tp.topic, tp.partition, r.offset, r.timestamp, r))
-        self._offer()
-        self.chain.poll()
-        self.metrics.inflight.set(self.tracker.in_flight())
-        if time.monotonic() - self._last_lag > 5:
-            self._update_lag()
-
-    def _update_lag(self) -> None:
-        self._last_lag = time.monotonic()
-        assignment = list(self.consumer.assignment())
-        if not assignment:
+    def _set_paused(self, paused: bool, *, force: bool = False) -> None:
+        if paused == self.paused and not force:
             return
-        try:
-            ends = self.consumer.end_offsets(assignment)
-            self._unstick(assignment, ends)
-            for tp in assignment:
-                committed = self.tracker.committable((tp.topic, tp.partition))
-                if committed is None:
-                    committed = self.consumer.committed(tp) or 0
-                self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, ends.get(tp, 0) - committed))
-        except KafkaError as exc:  # broker unreachable: lag is a metric, never a reason to exit
-            log.warning("consumer lag not updated: %s", exc)
+        assignment = self.consumer.assignment()
+        (self.consumer.pause if paused else self.consumer.resume)(assignment)
+        self.paused = paused
+        self.metrics.paused.set(len(assignment) if paused else 0)
 
-    def _unstick(self, assignment: list[TopicPartition], ends: dict[Any, int]) -> None:
-        """kafka-python 3 sometimes stops fetching a partition that has records waiting
-        (a position left awaiting offset validation, dpkp/kafka-python#3106): polls return
-        nothing while the lag grows. When nothing has arrived for a while although the
-        partitions are neither paused nor busy and records wait, seek each of them to its
-        own position: that resets the fetch state without skipping or repeating anything."""
-        idle = time.monotonic() - self._last_record_at
-        if self.paused or self.carry or self.tracker.in_flight() or idle < STALL_AFTER:
-            return
-        stuck = []
-        for tp in assignment:
-            position = self.consumer.position(tp, timeout_ms=5000)
-            if position is not None and ends.get(tp, 0) > position:
-                stuck.append((tp, position))
-        for tp, position in stuck:
-            self.consumer.seek(tp, position)
-        if stuck:
-            log.warning("no records for %.0fs although %d partition(s) have some waiting: "
-                        "re-seeking them (kafka-python fetch stall)", idle, len(stuck))
-            self._last_record_at = time.monotonic()
+    # -- rebalance -----------------------------------------------------------------------
+    def _rebalanced(self) -> set[Partition]:
+        """Act on what the IO thread noted during ``poll``; the partitions released."""
+        event = self.consumer.events.take()
+        if event.revoked:
+            self._release(event.revoked)
+        if event.assigned is not None:
+            log.info("partitions assigned: %s", sorted(event.assigned))
+            self.health.assigned = len(event.assigned)
+        if event.revoked or event.assigned is not None:
+            self._set_paused(False, force=True)  # kept partitions keep kafka's paused flag
+        return event.revoked
 
-    def _caught_up(self) -> bool:
-        """``--once``: every partition's committed offset reached the end seen at start."""
-        if self.end_offsets is None:
-            parts = self.consumer.partitions_for_topic(self.config.topic)
-            if not parts:
-                return False
-            tps = [TopicPartition(self.config.topic, p) for p in parts]
-            self.end_offsets = self.consumer.end_offsets(tps)
-        if self.tracker.in_flight() or self.carry:
-            return False
-        for tp, end in self.end_offsets.items():
-            done = self.tracker.committable((tp.topic, tp.partition))
-            if done is None:
-                done = self.consumer.committed(tp) or 0
-            if done < end:
-                return False
-        return True
+    def _release(self, revoked: set[Partition]) -> None:
+        """Drain (within the budget), commit, and rewind what was dropped: kafka-python keeps
+        a partition's position when the new assignment hands it back, so dropped work would
+        be skipped by this member, not redone."""
+        log.info("partitions revoked: %s; draining", sorted(revoked))
+        self.health.assigned = 0
+        self.carry = deque(m for m in self.carry if (m.topic, m.partition) not in revoked)
+        self.chain.join(self.config.drain_timeout)
+        self.committer.commit(force=True)
+        for partition in revoked:
+            offset = self.tracker.committable(partition)
+            if offset is not None:
+                self.consumer.seek(partition, offset)
+        self.tracker.forget(list(revoked))
 
     def _wait_for_topic(self) -> None:
         """Subscribing before the topic's metadata is known yields an empty assignment that
         kafka-python only revisits at the next metadata refresh; wait for it instead."""
         warned = False
-        while not self.stop_event.is_set():
-            if self.consumer.partitions_for_topic(self.config.topic):
-                return
+        while not self.stop_event.is_set() and not self.consumer.partitions_for(
+                self.config.topic):
             if not warned:
                 log.info("waiting for topic %r to exist", self.config.topic)
                 warned = True
             self.health.beat()
             self.stop_event.wait(0.5)
 
-    def run(self) -> None:
-        self._last_record_at = time.monotonic()
-        self._wait_for_topic()
-        self.consumer.subscribe([self.config.topic], listener=self)
-        try:
-            while not self.stop_event.is_set():
-                self._poll_once()
-                if self.config.once and self._caught_up():
-                    break
-        finally:
-            self.shutdown()
-
+    # -- stopping ------------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
         if not self.stop_event.is_set():
             log.info("stopping: draining in-flight work (up to %.0fs)", self.config.drain_timeout)
-            self._drain_deadline = time.monotonic() + self.config.drain_timeout
+            self.drain_deadline = time.monotonic() + self.config.drain_timeout
             self.stop_event.set()
 
     def install_signal_handlers(self) -> None:
@@ -347,22 +178,19 @@ class Worker(AsyncConsumerRebalanceListener):
         signal.signal(signal.SIGINT, self.request_stop)
 
     def shutdown(self) -> None:
-        if self._drain_deadline == float("inf"):
-            self._drain_deadline = time.monotonic() + self.config.drain_timeout
+        if self.drain_deadline == float("inf"):
+            self.drain_deadline = time.monotonic() + self.config.drain_timeout
         try:
-            self._drain(self.config.drain_timeout)
-        except _Abandoned:
+            self.carry.clear()
+            self.chain.join(self.config.drain_timeout)
+            self.committer.commit(force=True)
+        except Abandoned:
             log.warning("database unreachable at shutdown: uncommitted work will be redone")
         finally:
-            self._closed = True
             self.chain.close()
             self.consumer.close()  # leaves the group at once, so partitions move now
             self.producer.close(timeout=5)
             self.writer.close()
             self.fetcher.close()
-            if self._server is not None:
-                self._server.shutdown()
-
-
-class _Abandoned(Exception):
-    """The database stayed down past the drain deadline."""
+            if self.server is not None:
+                self.server.shutdown()
