@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -113,19 +114,17 @@ class Abandoned(Exception):
     """The database stayed down past the drain deadline."""
 
 
+@dataclass
 class DatabaseStage:
     """The chain's write step (the database's one owner thread): rows in one transaction,
     then the metrics of what was written."""
 
-    def __init__(self, writer: ResultWriter, bundle: Any, metrics: WorkerMetrics,
-                 health: Health, *, should_stop: Callable[[], bool],
-                 pseudonymise: Any = None) -> None:
-        self.writer = writer
-        self.bundle = bundle
-        self.metrics = metrics
-        self.health = health
-        self.should_stop = should_stop
-        self.pseudonymise = pseudonymise
+    writer: ResultWriter
+    bundle: Any
+    metrics: WorkerMetrics
+    health: Health
+    should_stop: Callable[[], bool]
+    pseudonymise: Any = None
 
     def _failed(self, _: BaseException) -> None:
         self.health.db_ok = False
