@@ -74,6 +74,3 @@ class OffsetTracker:
     def forget(self, partitions: list[Partition]) -> None:
         for partition in partitions:
             self._parts.pop(partition, None)
-
-    def partitions(self) -> list[Partition]:
-        return list(self._parts)
