@@ -38,10 +38,9 @@ class Committer:
         try:
             self.consumer.commit(offsets)
         except CommitRefused as exc:
-            # A rebalance moved on without us: the next owner starts from the last commit
-            # and redoes the rest (upserts make that harmless).
-            log.warning("offset commit refused (%s): the next owner of %s redoes the work "
-                        "since the last commit", exc, sorted(offsets))
+            # Nothing is marked committed: the next commit tries again, or, if the partitions
+            # moved, their next owner redoes the work since the last commit (upserts).
+            log.warning("offset commit of %s failed: %s", sorted(offsets), exc)
             return False
         self.tracker.mark_committed(offsets)
         self.metrics.commits.inc()

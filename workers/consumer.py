@@ -22,7 +22,11 @@ class ConsumerError(Exception):
 
 
 class CommitRefused(ConsumerError):
-    """The group is rebalancing: the partitions' next owner redoes what was not committed."""
+    """The commit did not go through (the group is rebalancing, the coordinator moved or did
+    not answer): it is tried again later, or the partitions' next owner redoes the work."""
+
+
+COMMIT_MS = 10_000  # a commit that takes longer is given up and tried again
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,16 @@ class Consumer(Protocol):
     def pause(self, partitions: set[Partition]) -> None: ...
     def resume(self, partitions: set[Partition]) -> None: ...
     def seek(self, partition: Partition, offset: int) -> None: ...
-    def commit(self, offsets: dict[Partition, int]) -> None: ...
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        try:
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()}, timeout_ms=COMMIT_MS)
+        except KafkaError as exc:
+            raise CommitRefused(f"{type(exc).__name__}: {exc}") from exc
+
     def committed(self, partition: Partition) -> int | None: ...
     def end_offsets(self, partitions: set[Partition]) -> dict[Partition, int]: ...
     def close(self) -> None: ...

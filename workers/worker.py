@@ -8,6 +8,7 @@ then drains, commits and releases the revoked partitions, on the path shutdown t
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -79,6 +80,9 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
+        # A full collection walks TensorFlow's ~400k objects (0.2 s) on whichever thread trips
+        # it, kafka-python's IO thread included; what exists now lives as long as the worker.
+        gc.freeze()
         try:
             self._wait_for_topic()
             self.consumer.subscribe(self.config.topic)
