@@ -80,9 +80,7 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
-        # A full collection walks TensorFlow's ~400k objects (0.2 s) on whichever thread trips
-        # it, kafka-python's IO thread included; what exists now lives as long as the worker.
-        gc.freeze()
+        gc.freeze()  # a full GC over TensorFlow's objects took 0.2 s, also on kafka's IO thread
         try:
             self._wait_for_topic()
             self.consumer.subscribe(self.config.topic)
