@@ -66,8 +66,9 @@ class WorkerMetrics:
 
 
 class Health:
-    """Liveness: the poll loop ran recently and the database answers. Readiness: also
-    partitions assigned and the model loaded."""
+    """Liveness: the poll loop ran recently, it makes progress while records wait
+    (``workers.liveness``) and the database answers. Readiness: also partitions assigned and
+    the model loaded."""
 
     def __init__(self, stall_after: float = 120.0) -> None:
         self.stall_after = stall_after
@@ -75,6 +76,7 @@ class Health:
         self.db_ok = True
         self.model_loaded = False
         self.assigned = 0
+        self.stalled: str | None = None
 
     def beat(self) -> None:
         self.last_loop = time.monotonic()
@@ -82,6 +84,8 @@ class Health:
     def live(self) -> tuple[bool, str]:
         if time.monotonic() - self.last_loop > self.stall_after:
             return False, "poll loop stalled"
+        if self.stalled:
+            return False, self.stalled
         if not self.db_ok:
             return False, "database unreachable (retrying)"
         return True, "ok"
