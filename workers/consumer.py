@@ -102,6 +102,11 @@ class KafkaClient:
         self.events = RebalanceEvents()
         self._consumer = KafkaConsumer(**options)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """kafka-python's settings of the client (security options included)."""
+        return self._consumer.config  # type: ignore[no-any-return]
+
     def subscribe(self, topic: str) -> None:
         from kafka import ConsumerRebalanceListener
 

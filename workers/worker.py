@@ -69,14 +69,11 @@ class Worker:
                                             self.metrics, window=c.dlq_window,
                                             max_ratio=c.dlq_max_ratio),
             database=DatabaseStage(self.writer, bundle, self.metrics, self.health,
-                                   should_stop=self._abandon_writes,
+                                   should_stop=self._past_drain_deadline,
                                    pseudonymise=c.pseudonymise),
             tracker=self.tracker, commit=self.committer.commit)
         self.server = (serve(self.metrics, self.health, c.metrics_port)
                        if c.metrics_port is not None else None)
-
-    def _abandon_writes(self) -> bool:
-        return self.stop_event.is_set() and time.monotonic() > self.drain_deadline
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -96,9 +93,9 @@ class Worker:
         # While paused, poll only keeps the membership alive; whatever it still returns (a
         # partition a rebalance resumed) is carried, never dropped.
         records = self.consumer.poll(timeout_ms=50 if self.carry else 100)
-        released = self._rebalanced()
+        released = self._rebalanced(records)
         for r in records:
-            if r.partition in released:  # fetched before the rewind: it comes again
+            if r.partition in released:  # rewound by _release: fetched again
                 continue
             self.tracker.started(r.partition, r.offset)
             self.carry.append(Message(*r.partition, r.offset, r.timestamp_ms, r))
@@ -129,11 +126,11 @@ class Worker:
         self.metrics.paused.set(len(assignment) if paused else 0)
 
     # -- rebalance -----------------------------------------------------------------------
-    def _rebalanced(self) -> set[Partition]:
+    def _rebalanced(self, fetched: list[Record]) -> set[Partition]:
         """Act on what the IO thread noted during ``poll``; the partitions released."""
         event = self.consumer.events.take()
         if event.revoked:
-            self._release(event.revoked)
+            self._release(event.revoked, fetched)
         if event.assigned is not None:
             log.info("partitions assigned: %s", sorted(event.assigned))
             self.health.assigned = len(event.assigned)
@@ -141,34 +138,37 @@ class Worker:
             self._set_paused(False, force=True)  # kept partitions keep kafka's paused flag
         return event.revoked
 
-    def _release(self, revoked: set[Partition]) -> None:
-        """Drain (within the budget), commit, and rewind what was dropped: kafka-python keeps
-        a partition's position when the new assignment hands it back, so dropped work would
-        be skipped by this member, not redone."""
+    def _release(self, revoked: set[Partition], fetched: list[Record]) -> None:
+        """Drain (within the budget), commit, and rewind what was dropped, including records
+        the same ``poll`` returned: kafka-python keeps a partition's position when the new
+        assignment hands it back, so dropped work would be skipped by this member."""
         log.info("partitions revoked: %s; draining", sorted(revoked))
         self.health.assigned = 0
         self.carry = deque(m for m in self.carry if (m.topic, m.partition) not in revoked)
         self.chain.join(self.config.drain_timeout)
         self.committer.commit(force=True)
+        first = {r.partition: r.offset for r in reversed(fetched)}
         for partition in revoked:
-            offset = self.tracker.committable(partition)
-            if offset is not None:
-                self.consumer.seek(partition, offset)
+            offsets = [o for o in (self.tracker.committable(partition), first.get(partition))
+                       if o is not None]
+            if offsets:
+                self.consumer.seek(partition, min(offsets))
         self.tracker.forget(list(revoked))
 
     def _wait_for_topic(self) -> None:
         """Subscribing before the topic's metadata is known yields an empty assignment that
         kafka-python only revisits at the next metadata refresh; wait for it instead."""
-        warned = False
-        while not self.stop_event.is_set() and not self.consumer.partitions_for(
-                self.config.topic):
-            if not warned:
-                log.info("waiting for topic %r to exist", self.config.topic)
-                warned = True
+        topic = self.config.topic
+        if not self.consumer.partitions_for(topic):
+            log.info("waiting for topic %r to exist", topic)
+        while not self.stop_event.is_set() and not self.consumer.partitions_for(topic):
             self.health.beat()
             self.stop_event.wait(0.5)
 
     # -- stopping ------------------------------------------------------------------------
+    def _past_drain_deadline(self) -> bool:  # the database stage gives up retrying
+        return self.stop_event.is_set() and time.monotonic() > self.drain_deadline
+
     def request_stop(self, *_: Any) -> None:
         if not self.stop_event.is_set():
             log.info("stopping: draining in-flight work (up to %.0fs)", self.config.drain_timeout)
