@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Partition = tuple[str, int]
+BOOTSTRAP_MS = 15_000  # an unreachable broker is an error (one line) after this long
 
 
 class ConsumerError(Exception):
@@ -102,6 +104,21 @@ class KafkaClient:
         self.events = RebalanceEvents()
         self._consumer = KafkaConsumer(**options)
 
+    @classmethod
+    def for_worker(cls, config: Any) -> KafkaClient:
+        """The detector's consumer: manual commits, earliest, bounded bootstrap."""
+        with _unreachable_is_an_error(config.bootstrap):
+            return cls(bootstrap_servers=config.bootstrap, group_id=config.group,
+                       enable_auto_commit=False, auto_offset_reset="earliest",
+                       max_poll_records=max(config.batch_size, 64),
+                       max_poll_interval_ms=300_000, session_timeout_ms=45_000,
+                       bootstrap_timeout_ms=BOOTSTRAP_MS, **config.kafka_options)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """kafka-python's settings of the client (security options included)."""
+        return self._consumer.config  # type: ignore[no-any-return]
+
     def subscribe(self, topic: str) -> None:
         from kafka import ConsumerRebalanceListener
 
@@ -177,12 +194,25 @@ class KafkaClient:
         self._consumer.close()
 
 
-def dead_letter_producer(config: Any, **options: Any) -> Any:
+def dead_letter_producer(config: Any) -> Any:
     """The producer that writes ``<topic>.dlq``, with the consumer's security settings."""
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
-                         **config.kafka_options, **options)
+    with _unreachable_is_an_error(config.bootstrap):
+        return KafkaProducer(bootstrap_servers=config.bootstrap, acks="all",
+                             bootstrap_timeout_ms=BOOTSTRAP_MS, **config.kafka_options)
+
+
+@contextlib.contextmanager
+def _unreachable_is_an_error(bootstrap: str) -> Iterator[None]:
+    from kafka.errors import KafkaError
+
+    from workers.errors import WorkerError
+
+    try:
+        yield
+    except KafkaError as exc:
+        raise WorkerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
 
 
 def _tps(partitions: set[Partition]) -> list[Any]:

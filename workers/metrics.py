@@ -131,3 +131,23 @@ def serve(metrics: WorkerMetrics, health: Health, port: int,
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
+
+
+def start_server(metrics: WorkerMetrics, health: Health, port: int | None,
+                 host: str) -> ThreadingHTTPServer | None:
+    """``serve`` where a port is configured; a port in use or out of range is one line."""
+    if port is None:
+        return None
+    from workers.errors import WorkerError
+
+    try:
+        return serve(metrics, health, port, host)
+    except (OSError, OverflowError) as exc:
+        raise WorkerError(f"cannot serve metrics on {host}:{port}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def stop_server(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()

@@ -51,6 +51,11 @@ class OffsetTracker:
             return None
         return state.in_order[0] if state.in_order else state.last + 1
 
+    def committed(self, partition: Partition) -> int | None:
+        """Where the group stands: the last offset committed, or the first one consumed."""
+        state = self._parts.get(partition)
+        return state.committed if state is not None else None
+
     def to_commit(self) -> dict[Partition, int]:
         """Offsets that moved since the last ``mark_committed``."""
         out = {}

@@ -23,7 +23,7 @@ from analytics.schema import Detection, Embedding, Model, Post
 from workers.config import ImageStatus, first_line
 from workers.metrics import Health, WorkerMetrics
 from workers.rows import batch_rows
-from workers.stages import DeadLetters, unexpected
+from workers.stages import DeadLetters, Tripwire, unexpected
 from workers.strategy import Batch, Message
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class DatabaseStage:
     then the metrics of what was written. A batch that cannot be written for any reason but
     a lost connection is written record by record, so no record can stop the worker: its
     rows, else its status row (``internal_error``), else a dead letter. What each record
-    ended as is kept for the worker's tripwire (``take_outcomes``, on the main thread)."""
+    ended as feeds the unexpected-error tripwire (``check``, on the main thread)."""
 
     writer: ResultWriter
     bundle: Any
@@ -133,7 +133,16 @@ class DatabaseStage:
     should_stop: Callable[[], bool]
     dead_letters: DeadLetters
     pseudonymise: Any = None
+    window: int = 200
+    max_ratio: float = 0.5
     outcomes: deque[tuple[bool, str]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.tripwire = Tripwire(
+            "failed with an unexpected error", "The model, the database or the code is "
+            "broken for every record; fix it, then restart the worker (those records keep "
+            "their internal_error status until they are produced again).",
+            window=self.window, max_ratio=self.max_ratio)
 
     def _failed(self, _: BaseException) -> None:
         self.health.db_ok = False
@@ -174,12 +183,11 @@ class DatabaseStage:
         work.status = ImageStatus.DEAD_LETTER
         return []
 
-    def take_outcomes(self) -> list[tuple[bool, str]]:
-        """(failed unexpectedly, reason) of each record written since the last call."""
-        out = []
+    def check(self) -> None:
+        """On the worker's main thread: raises ``TooManyFailures`` once most recent records
+        failed unexpectedly (a model or database broken for every record)."""
         while self.outcomes:
-            out.append(self.outcomes.popleft())
-        return out
+            self.tripwire.observe(*self.outcomes.popleft())
 
     def __call__(self, batch: Any) -> Any:
         started = time.perf_counter()

@@ -16,8 +16,6 @@ import time
 from collections import deque
 from typing import Any
 
-from kafka.errors import KafkaError
-
 from workers import stages
 from workers.chain import build_chain
 from workers.commits import Committer
@@ -26,15 +24,13 @@ from workers.errors import WorkerError
 from workers.fetch import Fetcher
 from workers.lag import Lag
 from workers.liveness import Liveness
-from workers.metrics import Health, WorkerMetrics, serve
+from workers.metrics import Health, WorkerMetrics, start_server, stop_server
 from workers.offsets import OffsetTracker
 from workers.settings import WorkerConfig
 from workers.sink import Abandoned, DatabaseStage, ResultWriter
 from workers.strategy import Message, MessageRejected
 
 log = logging.getLogger(__name__)
-
-KAFKA_BOOTSTRAP_MS = 15_000  # an unreachable broker is an error after this long
 ONCE_TOPIC_WAIT = 30.0  # --once: a topic still unknown after this long does not exist
 
 
@@ -56,24 +52,9 @@ class Worker:
         self.paused = False
         self.last_record_at = time.monotonic()
         self.tracker = OffsetTracker()
-        self.server = None
-        if c.metrics_port is not None:
-            try:
-                self.server = serve(self.metrics, self.health, c.metrics_port, c.metrics_host)
-            except (OSError, OverflowError) as exc:
-                raise WorkerError(f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: "
-                                  f"{getattr(exc, 'strerror', None) or exc}") from None
-        try:
-            self.consumer = consumer or KafkaClient(
-                bootstrap_servers=c.bootstrap, group_id=c.group, enable_auto_commit=False,
-                auto_offset_reset="earliest", max_poll_records=max(c.batch_size, 64),
-                max_poll_interval_ms=300_000, session_timeout_ms=45_000,
-                bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS, **c.kafka_options)
-            self.producer = producer or dead_letter_producer(
-                c, bootstrap_timeout_ms=KAFKA_BOOTSTRAP_MS)
-        except KafkaError as exc:
-            self._stop_server()
-            raise WorkerError(f"cannot reach Kafka at {c.bootstrap}: {exc}") from None
+        self.consumer = consumer or KafkaClient.for_worker(c)  # WorkerError if unreachable
+        self.producer = producer or dead_letter_producer(c)
+        self.server = start_server(self.metrics, self.health, c.metrics_port, c.metrics_host)
         self.writer = writer or ResultWriter(c.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
@@ -85,20 +66,13 @@ class Worker:
         dead_letters = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq",
                                           self.metrics, window=c.dlq_window,
                                           max_ratio=c.dlq_max_ratio)
-        self.internal_errors = stages.Tripwire(
-            "failed with an unexpected error", "The model, the database or the code is "
-            "broken for every record; fix it, then restart the worker (those records keep "
-            "their internal_error status until they are produced again).",
-            window=c.dlq_window, max_ratio=c.dlq_max_ratio)
         self.database = DatabaseStage(self.writer, bundle, self.metrics, self.health,
-                                      should_stop=self._abandon_writes,
-                                      dead_letters=dead_letters, pseudonymise=c.pseudonymise)
+                                      should_stop=self._past_drain_deadline,
+                                      dead_letters=dead_letters, pseudonymise=c.pseudonymise,
+                                      window=c.dlq_window, max_ratio=c.dlq_max_ratio)
         self.chain = build_chain(c, bundle, self.metrics, fetcher=self.fetcher,
                                  dead_letters=dead_letters, database=self.database,
                                  tracker=self.tracker, commit=self.committer.commit)
-
-    def _abandon_writes(self) -> bool:
-        return self.stop_event.is_set() and time.monotonic() > self.drain_deadline
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -118,17 +92,16 @@ class Worker:
         # While paused, poll only keeps the membership alive; whatever it still returns (a
         # partition a rebalance resumed) is carried, never dropped.
         records = self.consumer.poll(timeout_ms=50 if self.carry else 100)
-        released = self._rebalanced()
+        released = self._rebalanced(records)
         for r in records:
-            if r.partition in released:  # fetched before the rewind: it comes again
+            if r.partition in released:  # rewound by _release: fetched again
                 continue
             self.tracker.started(r.partition, r.offset)
             self.carry.append(Message(*r.partition, r.offset, r.timestamp_ms, r))
             self.last_record_at = time.monotonic()
         self._offer()
         self.chain.poll()
-        for failed, reason in self.database.take_outcomes():  # raised here, where draining works
-            self.internal_errors.observe(failed, reason)
+        self.database.check()  # the unexpected-error tripwire raises here, on the main thread
         self.metrics.inflight.set(self.tracker.in_flight())
         self.liveness.check(self.lag.update(),
                             max(self.last_record_at, self.committer.moved_at))
@@ -153,11 +126,11 @@ class Worker:
         self.metrics.paused.set(len(assignment) if paused else 0)
 
     # -- rebalance -----------------------------------------------------------------------
-    def _rebalanced(self) -> set[Partition]:
+    def _rebalanced(self, fetched: list[Record]) -> set[Partition]:
         """Act on what the IO thread noted during ``poll``; the partitions released."""
         event = self.consumer.events.take()
         if event.revoked:
-            self._release(event.revoked)
+            self._release(event.revoked, fetched)
         if event.assigned is not None:
             log.info("partitions assigned: %s", sorted(event.assigned))
             self.health.assigned = len(event.assigned)
@@ -165,39 +138,40 @@ class Worker:
             self._set_paused(False, force=True)  # kept partitions keep kafka's paused flag
         return event.revoked
 
-    def _release(self, revoked: set[Partition]) -> None:
-        """Drain (within the budget), commit, and rewind what was dropped: kafka-python keeps
-        a partition's position when the new assignment hands it back, so dropped work would
-        be skipped by this member, not redone."""
+    def _release(self, revoked: set[Partition], fetched: list[Record]) -> None:
+        """Drain (within the budget), commit, and rewind what was dropped, including records
+        the same ``poll`` returned: kafka-python keeps a partition's position when the new
+        assignment hands it back, so dropped work would be skipped by this member."""
         log.info("partitions revoked: %s; draining", sorted(revoked))
         self.health.assigned = 0
         self.carry = deque(m for m in self.carry if (m.topic, m.partition) not in revoked)
         self.chain.join(self.config.drain_timeout)
         self.committer.commit(force=True)
-        for partition in revoked:
-            offset = self.tracker.committable(partition)
-            if offset is not None:
-                self.consumer.seek(partition, offset)
+        first = {r.partition: r.offset for r in reversed(fetched)}
+        for partition in revoked:  # where the group stands (a refused commit moved nothing)
+            offsets = [o for o in (self.tracker.committed(partition), first.get(partition))
+                       if o is not None]
+            if offsets:
+                self.consumer.seek(partition, min(offsets))
         self.tracker.forget(list(revoked))
-        self.lag.forget(revoked)
 
     def _wait_for_topic(self) -> None:
         """Subscribing before the topic's metadata is known yields an empty assignment that
         kafka-python only revisits at the next metadata refresh; wait for it instead."""
-        warned = False
-        give_up = time.monotonic() + ONCE_TOPIC_WAIT
-        while not self.stop_event.is_set() and not self.consumer.partitions_for(
-                self.config.topic):
+        topic, give_up = self.config.topic, time.monotonic() + ONCE_TOPIC_WAIT
+        if not self.consumer.partitions_for(topic):
+            log.info("waiting for topic %r to exist", topic)
+        while not self.stop_event.is_set() and not self.consumer.partitions_for(topic):
             if self.config.once and time.monotonic() > give_up:
-                raise WorkerError(f"topic {self.config.topic!r} does not exist (waited "
+                raise WorkerError(f"topic {topic!r} does not exist (waited "
                                   f"{ONCE_TOPIC_WAIT:.0f}s; --once does not wait for it)")
-            if not warned:
-                log.info("waiting for topic %r to exist", self.config.topic)
-                warned = True
             self.health.beat()
             self.stop_event.wait(0.5)
 
     # -- stopping ------------------------------------------------------------------------
+    def _past_drain_deadline(self) -> bool:  # the database stage gives up retrying
+        return self.stop_event.is_set() and time.monotonic() > self.drain_deadline
+
     def request_stop(self, *_: Any) -> None:
         if not self.stop_event.is_set():
             log.info("stopping: draining in-flight work (up to %.0fs)", self.config.drain_timeout)
@@ -223,9 +197,4 @@ class Worker:
             self.producer.close(timeout=5)
             self.writer.close()
             self.fetcher.close()
-            self._stop_server()
-
-    def _stop_server(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            stop_server(self.server)

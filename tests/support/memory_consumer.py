@@ -48,13 +48,14 @@ class MemoryConsumer:
         part = self.log[(self.topic, partition)]
         part.append(Record((self.topic, partition), len(part), 1, key, value))
 
-    def rebalance(self, new: set[Partition] | None = None) -> None:
+    def rebalance(self, new: set[Partition] | None = None, *, join_polls: int = 1) -> None:
         """Revoke everything now (EAGER: noted as if during the next poll), assign ``new``
-        one poll later, as kafka-python's join completes on a later ``poll``."""
+        ``join_polls`` polls later (0: the join completes within that same poll, which
+        then also returns records of the new assignment, as kafka-python's can)."""
         self.next_assignment = set(self.log) if new is None else new
         self.events.revoked(set(self.assigned))
         self.fetchable = set()
-        self.join_polls = 1
+        self.join_polls = join_polls
 
     def end(self, partition: Partition) -> int:
         return len(self.log[partition])

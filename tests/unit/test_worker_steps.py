@@ -115,6 +115,30 @@ def test_work_dropped_at_a_revoke_is_redone_when_the_partitions_come_back() -> N
     assert consumer.committed_offsets == {P0: 12, P1: 12}
 
 
+def test_records_returned_with_a_revoke_and_reassign_in_one_poll_are_fetched_again() -> None:
+    consumer = MemoryConsumer(TOPIC, max_records=4)
+    ids = _feed(consumer, 40)
+    worker, writer, _, _ = _worker(consumer, once=True, stall_timeout=1.0)
+    worker.lag.every = 0.0
+    steps: list[str] = []
+
+    def two_rebalances(c: MemoryConsumer) -> None:
+        if not steps and any(kind == "commit" for kind, _ in c.journal):
+            c.rebalance()  # the tracker forgets both partitions
+            steps.append("first")
+        elif steps == ["first"] and c.next_assignment is not None and c.join_polls == 0:
+            # the join would complete in this poll; instead: revoked, reassigned and records
+            # of partitions the tracker has forgotten, all in this one poll
+            c.rebalance(join_polls=0)
+            steps.append("second")
+
+    consumer.before_poll = two_rebalances
+    worker.run()  # without the rewind the dropped records never come back: Stalled
+    assert steps == ["first", "second"]
+    assert sorted(set(_written(writer))) == sorted(ids)
+    assert consumer.committed_offsets == {P0: 20, P1: 20}
+
+
 def test_a_commit_refused_by_a_rebalance_is_logged_and_redone_later() -> None:
     consumer = MemoryConsumer(TOPIC)
     tracker = OffsetTracker()
