@@ -70,11 +70,11 @@ class Health:
     (``workers.liveness``) and the database answers. Readiness: also partitions assigned and
     the model loaded."""
 
-    def __init__(self, stall_after: float = 120.0) -> None:
+    def __init__(self, stall_after: float = 120.0, *, model_loaded: bool = False) -> None:
         self.stall_after = stall_after
         self.last_loop = time.monotonic()
         self.db_ok = True
-        self.model_loaded = False
+        self.model_loaded = model_loaded
         self.assigned = 0
         self.stalled: str | None = None
 

@@ -44,8 +44,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.metrics.model_info.labels(model_version=bundle.version,
                                        backbone=bundle.backbone_id).set(1)
-        self.health = Health()
-        self.health.model_loaded = True
+        self.health = Health(model_loaded=True)
         self.stop_event = threading.Event()
         self.drain_deadline = float("inf")
         self.carry: deque[Message[Record]] = deque()
