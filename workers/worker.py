@@ -16,7 +16,6 @@ import time
 from collections import deque
 from typing import Any
 
-from workers import stages
 from workers.chain import build_chain
 from workers.commits import Committer
 from workers.consumer import Consumer, KafkaClient, Partition, Record, dead_letter_producer
@@ -27,7 +26,7 @@ from workers.liveness import Liveness
 from workers.metrics import Health, WorkerMetrics, start_server, stop_server
 from workers.offsets import OffsetTracker
 from workers.settings import WorkerConfig
-from workers.sink import Abandoned, DatabaseStage, ResultWriter
+from workers.sink import Abandoned, ResultWriter
 from workers.strategy import Message, MessageRejected
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,13 @@ class Worker:
         self.paused = False
         self.last_record_at = time.monotonic()
         self.tracker = OffsetTracker()
-        self.consumer = consumer or KafkaClient.for_worker(c)  # WorkerError if unreachable
-        self.producer = producer or dead_letter_producer(c)
         self.server = start_server(self.metrics, self.health, c.metrics_port, c.metrics_host)
+        try:  # a broker that cannot be reached is one line (WorkerError) after 15 s
+            self.consumer = consumer or KafkaClient.for_worker(c)
+            self.producer = producer or dead_letter_producer(c)
+        except WorkerError:
+            stop_server(self.server)
+            raise
         self.writer = writer or ResultWriter(c.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
                                    bundle.metadata.get("metrics", {}))
@@ -62,16 +65,10 @@ class Worker:
                                    interval=c.commit_interval)
         self.lag = Lag(self.consumer, self.tracker, self.metrics, c.topic)
         self.liveness = Liveness(self.health, stall_after=c.stall_timeout)
-        dead_letters = stages.DeadLetters(self.producer, c.dlq_topic or f"{c.topic}.dlq",
-                                          self.metrics, window=c.dlq_window,
-                                          max_ratio=c.dlq_max_ratio)
-        self.database = DatabaseStage(self.writer, bundle, self.metrics, self.health,
-                                      should_stop=self._past_drain_deadline,
-                                      dead_letters=dead_letters, pseudonymise=c.pseudonymise,
-                                      window=c.dlq_window, max_ratio=c.dlq_max_ratio)
-        self.chain = build_chain(c, bundle, self.metrics, fetcher=self.fetcher,
-                                 dead_letters=dead_letters, database=self.database,
-                                 tracker=self.tracker, commit=self.committer.commit)
+        self.chain, self.database = build_chain(
+            c, bundle, self.metrics, fetcher=self.fetcher, producer=self.producer,
+            writer=self.writer, health=self.health, should_stop=self._past_drain_deadline,
+            tracker=self.tracker, commit=self.committer.commit)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -178,8 +175,8 @@ class Worker:
             self.stop_event.set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.request_stop)
 
     def shutdown(self) -> None:
         if self.drain_deadline == float("inf"):

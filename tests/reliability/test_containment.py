@@ -182,7 +182,7 @@ def test_lag_gauges_of_revoked_partitions_are_dropped(
     try:
         for p in range(4):
             worker.metrics.lag.labels(topic=topic, partition=str(p)).set(5)
-        worker._release({(topic, 0), (topic, 1)})  # what the main thread does on a revoke
+        worker._release({(topic, 0), (topic, 1)}, [])  # what the main thread does on a revoke
         left = {s.labels["partition"] for m in worker.metrics.lag.collect() for s in m.samples}
         assert left == {"2", "3"}
     finally:
