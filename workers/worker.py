@@ -150,6 +150,7 @@ class Worker:
             if offsets:
                 self.consumer.seek(partition, min(offsets))
         self.tracker.forget(list(revoked))
+        self.lag.forget(revoked)
 
     def _wait_for_topic(self) -> None:
         """Subscribing before the topic's metadata is known yields an empty assignment that
