@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-batch-sizes", type=_ints, default=d.e2e_batch_sizes)
     p.add_argument("--records", type=int, default=d.records,
                    help="backlog records per worker configuration (keep a multiple of the "
-                   "batch sizes: a partial last batch is padded to a full one)")
+                   "batch sizes, so every backlog batch is full)")
     p.add_argument("--tile-records", type=int, default=d.tile_records)
     p.add_argument("--baseline-records", type=int, default=d.baseline_records)
     p.add_argument("--latency-seconds", type=float, default=d.latency_seconds,

@@ -110,6 +110,10 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
                    "LOGOWATCH_METRICS_HOST)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight work on shutdown or revoke (default 30)")
+    p.add_argument("--stall-timeout", type=float, default=120.0,
+                   help="seconds without progress while records wait before /healthz turns "
+                   "unhealthy; after twice this the worker exits 1 for its supervisor to "
+                   "restart it (default 120)")
     p.add_argument("--pseudonymise-authors", action="store_true",
                    help="store authors as a keyed HMAC (key from env LOGOWATCH_AUTHOR_KEY)")
 
@@ -162,6 +166,7 @@ def worker_config(args: argparse.Namespace, bundle: object) -> object:
                           allow_hosts=args.allow_host, pool_size=args.fetch_workers),
         metrics_port=args.metrics_port or None, metrics_host=args.metrics_host,
         drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
+        stall_timeout=args.stall_timeout,
         pseudonymise=pseudonymise, kafka_options=kafka_security_from_env(),
     )
 
@@ -211,8 +216,7 @@ def run_migrate(args: argparse.Namespace) -> int:
                                         config.env("LOGOWATCH_READER_PASSWORD") or "")
             print("logowatch_reader password set from LOGOWATCH_READER_PASSWORD")
     except OperationalError as exc:
-        first = str(exc.orig).strip().splitlines()[0]
-        raise WorkerError(f"cannot reach the database: {first}") from None
+        raise WorkerError(f"cannot reach the database: {config.first_line(exc)}") from None
     return 0
 
 

@@ -141,10 +141,16 @@ def _serve(folder: Path) -> ThreadingHTTPServer:
 
 
 def _cli(*argv: str) -> int:
-    """Run a real ``logowatch`` subcommand in-process, exactly as a user would type it."""
-    from workers.cli import build_parser
+    """Run a real ``logowatch ingest`` / ``brands`` subcommand in-process, parsed by those
+    packages' own parsers (``workers.cli`` imports this module, so not through it)."""
+    from analytics import cli as analytics_cli
+    from ingest import cli as ingest_cli
 
-    args = build_parser().parse_args(list(argv))
+    parser = argparse.ArgumentParser(prog="logowatch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ingest_cli.register(sub)
+    analytics_cli.register(sub)
+    args = parser.parse_args(list(argv))
     return int(args.func(args) or 0)
 
 

@@ -66,15 +66,17 @@ class WorkerMetrics:
 
 
 class Health:
-    """Liveness: the poll loop ran recently and the database answers. Readiness: also
-    partitions assigned and the model loaded."""
+    """Liveness: the poll loop ran recently, it makes progress while records wait
+    (``workers.liveness``) and the database answers. Readiness: also partitions assigned and
+    the model loaded."""
 
-    def __init__(self, stall_after: float = 120.0) -> None:
+    def __init__(self, stall_after: float = 120.0, *, model_loaded: bool = False) -> None:
         self.stall_after = stall_after
         self.last_loop = time.monotonic()
         self.db_ok = True
-        self.model_loaded = False
+        self.model_loaded = model_loaded
         self.assigned = 0
+        self.stalled: str | None = None
 
     def beat(self) -> None:
         self.last_loop = time.monotonic()
@@ -82,6 +84,8 @@ class Health:
     def live(self) -> tuple[bool, str]:
         if time.monotonic() - self.last_loop > self.stall_after:
             return False, "poll loop stalled"
+        if self.stalled:
+            return False, self.stalled
         if not self.db_ok:
             return False, "database unreachable (retrying)"
         return True, "ok"
@@ -127,3 +131,23 @@ def serve(metrics: WorkerMetrics, health: Health, port: int,
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
+
+
+def start_server(metrics: WorkerMetrics, health: Health, port: int | None,
+                 host: str) -> ThreadingHTTPServer | None:
+    """``serve`` where a port is configured; a port in use or out of range is one line."""
+    if port is None:
+        return None
+    from workers.errors import WorkerError
+
+    try:
+        return serve(metrics, health, port, host)
+    except (OSError, OverflowError) as exc:
+        raise WorkerError(f"cannot serve metrics on {host}:{port}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def stop_server(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()

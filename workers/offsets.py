@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 Partition = tuple[str, int]
 
@@ -26,7 +27,8 @@ class OffsetTracker:
         self._parts: dict[Partition, _PartitionState] = {}
 
     def started(self, partition: Partition, offset: int) -> None:
-        state = self._parts.setdefault(partition, _PartitionState())
+        # The first offset consumed is where the group already stands: nothing to commit yet.
+        state = self._parts.setdefault(partition, _PartitionState(committed=offset))
         state.in_order.append(offset)
         state.last = max(state.last, offset)
 
@@ -38,11 +40,21 @@ class OffsetTracker:
         while state.in_order and state.in_order[0] in state.done:
             state.done.discard(state.in_order.popleft())
 
+    def finished_batch(self, message: Any) -> None:
+        """The chain's last step: every record of a written batch is done."""
+        for m in message.payload.messages:
+            self.finished((m.topic, m.partition), m.offset)
+
     def committable(self, partition: Partition) -> int | None:
         state = self._parts.get(partition)
         if state is None or state.last < 0:
             return None
         return state.in_order[0] if state.in_order else state.last + 1
+
+    def committed(self, partition: Partition) -> int | None:
+        """Where the group stands: the last offset committed, or the first one consumed."""
+        state = self._parts.get(partition)
+        return state.committed if state is not None else None
 
     def to_commit(self) -> dict[Partition, int]:
         """Offsets that moved since the last ``mark_committed``."""
@@ -67,6 +79,3 @@ class OffsetTracker:
     def forget(self, partitions: list[Partition]) -> None:
         for partition in partitions:
             self._parts.pop(partition, None)
-
-    def partitions(self) -> list[Partition]:
-        return list(self._parts)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from workers import config
+from workers import config, rows
 from workers.errors import WorkerError
 
 
@@ -57,8 +57,7 @@ def run_rescore(args: argparse.Namespace) -> int:
         done, seconds = rescore(args.database_url, bundle, brands=brands, since=since,
                                 batch_size=args.batch_size, progress=not args.no_progress)
     except OperationalError as exc:
-        first = str(exc.orig).strip().splitlines()[0]
-        raise WorkerError(f"cannot reach the database: {first}") from None
+        raise WorkerError(f"cannot reach the database: {config.first_line(exc)}") from None
     rate = done / seconds if seconds else 0.0
     print(f"rescore: {done} embeddings scored for {len(brands)} brands with model "
           f"{bundle.version} in {seconds:.1f}s ({rate:,.0f}/s)")
@@ -80,7 +79,6 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
     params: dict[str, Any] = {"backbone": bundle.backbone_id}
     if since:
         params["since"] = datetime(since.year, since.month, since.day, tzinfo=UTC)
-    columns = [bundle.brands.index(b) for b in brands]
     started = time.perf_counter()
     done = 0
     try:
@@ -99,18 +97,7 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
                 ), {**params, "after": last, "limit": batch_size}).all()
             if not page:
                 break
-            vectors = np.stack([np.frombuffer(r.vector, dtype=np.float16, count=r.dim)
-                                for r in page]).astype(np.float32)
-            scores = bundle.score(vectors)[:, columns]
-            now = datetime.now(UTC)
-            detections = [
-                {"post_id": r.post_id, "brand": brand, "model_version": bundle.version,
-                 "score": float(s), "present": bool(s >= bundle.thresholds[brand]),
-                 "region": None, "posted_at": r.posted_at, "detected_at": now}
-                for r, row in zip(page, scores, strict=True)
-                for brand, s in zip(brands, row, strict=True)
-            ]
-            writer.write([], detections, [])
+            writer.write([], rescore_rows(bundle, page, brands, datetime.now(UTC)), [])
             done += len(page)
             bar.update(len(page))
             last = page[-1].post_id
@@ -118,3 +105,16 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
     finally:
         writer.close()
     return done, time.perf_counter() - started
+
+
+def rescore_rows(bundle: Any, page: list[Any], brands: list[str],
+                 now: datetime) -> list[dict[str, Any]]:
+    """Detection rows of stored embeddings (rows with ``post_id``, ``dim``, ``vector``,
+    ``posted_at``), built as the live worker builds them (``workers.rows``)."""
+    columns = [bundle.brands.index(b) for b in brands]
+    scores = rows.score_stored(bundle, np.stack([rows.from_stored(r.vector, r.dim)
+                                                 for r in page]))[:, columns]
+    return [row for r, line in zip(page, scores, strict=True)
+            for row in rows.detection_rows(bundle, r.post_id, r.posted_at,
+                                           [(b, s, None) for b, s in zip(brands, line,
+                                                                         strict=True)], now)]

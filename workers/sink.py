@@ -1,14 +1,18 @@
 """Writing results to Postgres: one transaction per batch, upserts on the natural keys.
 
 Redelivery after a crash or a rebalance writes the same rows again, and ``ON CONFLICT`` turns
-that into an update, so at-least-once delivery never duplicates a row.
+that into an update, so at-least-once delivery never duplicates a row. ``DatabaseStage`` is
+the chain's write step: it retries a lost connection until the drain deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -16,6 +20,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics.schema import Detection, Embedding, Model, Post
+from workers.config import ImageStatus, first_line
+from workers.metrics import Health, WorkerMetrics
+from workers.rows import batch_rows
+from workers.stages import DeadLetters, Tripwire, unexpected
+from workers.strategy import Batch, Message
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +102,7 @@ def retry_forever(
                 raise
             on_error(exc)
             log.warning("database write failed, retrying in %.1fs: %s", delay,
-                        str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+                        first_line(exc))
             stop_at = time.monotonic() + delay
             while time.monotonic() < stop_at:
                 if should_stop():
@@ -103,3 +112,108 @@ def retry_forever(
             continue
         on_ok()
         return True
+
+
+class Abandoned(Exception):
+    """The database stayed down past the drain deadline."""
+
+
+@dataclass
+class DatabaseStage:
+    """The chain's write step (the database's one owner thread): rows in one transaction,
+    then the metrics of what was written. A batch that cannot be written for any reason but
+    a lost connection is written record by record, so no record can stop the worker: its
+    rows, else its status row (``internal_error``), else a dead letter. What each record
+    ended as feeds the unexpected-error tripwire (``check``, on the main thread)."""
+
+    writer: ResultWriter
+    bundle: Any
+    metrics: WorkerMetrics
+    health: Health
+    should_stop: Callable[[], bool]
+    dead_letters: DeadLetters
+    pseudonymise: Any = None
+    window: int = 200
+    max_ratio: float = 0.5
+    outcomes: deque[tuple[bool, str]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.tripwire = Tripwire(
+            "failed with an unexpected error", "The model, the database or the code is "
+            "broken for every record; fix it, then restart the worker (those records keep "
+            "their internal_error status until they are produced again).",
+            window=self.window, max_ratio=self.max_ratio)
+
+    def _failed(self, _: BaseException) -> None:
+        self.health.db_ok = False
+        self.metrics.db_errors.inc()
+
+    def _recovered(self) -> None:
+        self.health.db_ok = True
+
+    def _store(self, messages: list[Message[Any]]) -> list[dict[str, Any]]:
+        """One transaction; a lost connection is retried until the drain deadline (then
+        ``Abandoned``), anything else raises."""
+        posts, detections, embeddings = batch_rows(Batch(messages), self.bundle,
+                                                   self.pseudonymise)
+        if not retry_forever(lambda: self.writer.write(posts, detections, embeddings),
+                             should_stop=self.should_stop, on_error=self._failed,
+                             on_ok=self._recovered):
+            raise Abandoned
+        return detections
+
+    def _store_alone(self, message: Message[Any]) -> list[dict[str, Any]]:
+        work = message.payload
+        reason = ""
+        for _ in range(2):  # the record's rows, then its status row alone
+            try:
+                return self._store([message])
+            except Abandoned:
+                raise
+            except Exception as exc:
+                reason = unexpected("write", exc, self.metrics)
+            if work.record is None:
+                break
+            work.status, work.error = ImageStatus.INTERNAL_ERROR, reason
+            work.embedding, work.scores = None, {}
+        key = value = None
+        with contextlib.suppress(Exception):
+            key, value = work.record.key, work.record.to_bytes()
+        self.dead_letters.send(message, reason, key, value)
+        work.status = ImageStatus.DEAD_LETTER
+        return []
+
+    def check(self) -> None:
+        """On the worker's main thread: raises ``TooManyFailures`` once most recent records
+        failed unexpectedly (a model or database broken for every record)."""
+        while self.outcomes:
+            self.tripwire.observe(*self.outcomes.popleft())
+
+    def __call__(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            detections = self._store(batch.messages)
+        except Abandoned:
+            raise
+        except Exception as exc:
+            log.warning("writing a batch of %d failed (%s); writing its records one by one",
+                        len(batch.messages), type(exc).__name__)
+            detections = [d for m in batch.messages for d in self._store_alone(m)]
+        m = self.metrics
+        m.stage_seconds.labels(stage="database").observe(time.perf_counter() - started)
+        now = time.time()
+        for message in batch.messages:
+            if message.timestamp_ms > 0:
+                m.end_to_end.observe(max(0.0, now - message.timestamp_ms / 1000))
+            status = message.payload.status
+            outcome = ("dead_letter" if status == ImageStatus.DEAD_LETTER
+                       else "ok" if status == ImageStatus.OK else "image_failed")
+            m.records.labels(outcome=outcome).inc()
+            if message.payload.record is not None:
+                m.images.labels(status=str(status)).inc()
+            self.outcomes.append((status == ImageStatus.INTERNAL_ERROR,
+                                  message.payload.error or ""))
+        for d in detections:
+            if d["present"]:
+                m.detections.labels(brand=d["brand"]).inc()
+        return batch

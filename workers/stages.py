@@ -11,13 +11,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from detector.preprocess import ImageError, TileSpec, prepare
 from ingest.records import PostRecord, RecordError, parse
+from workers import rows
+from workers.config import ImageStatus
 from workers.errors import WorkerError
 from workers.fetch import Fetcher, FetchError, short
 from workers.metrics import WorkerMetrics
@@ -25,8 +26,6 @@ from workers.strategy import Batch, Message, Step
 
 log = logging.getLogger(__name__)
 
-DEAD = "dead_letter"
-INTERNAL = "internal_error"  # a step raised something it does not expect (see ``unexpected``)
 
 
 @dataclass
@@ -34,7 +33,7 @@ class Work:
     """One record on its way through the chain."""
 
     record: PostRecord | None
-    status: str = "pending"
+    status: str = ImageStatus.PENDING
     error: str | None = None
     tiles: list[Any] | None = None
     embedding: np.ndarray | None = None
@@ -123,7 +122,7 @@ class ParseStep:
         except Exception as exc:  # a parser bug must not make this record a poison pill
             dead_reason = "record: " + unexpected("parse", exc, self.dead_letters.metrics)
         if dead_reason is not None:
-            work = Work(None, status=DEAD, error=dead_reason)
+            work = Work(None, status=ImageStatus.DEAD_LETTER, error=dead_reason)
         key = (message.partition, message.offset)
         if dead_reason is not None and key not in self._already_sent:
             self.dead_letters.send(message, dead_reason, record.key, record.value)
@@ -155,18 +154,18 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
         work.status, work.error = exc.status, str(exc)
         return work
     except Exception as exc:
-        work.status, work.error = INTERNAL, unexpected("fetch", exc, metrics)
+        work.status, work.error = ImageStatus.INTERNAL_ERROR, unexpected("fetch", exc, metrics)
         return work
     finally:
         metrics.stage_seconds.labels(stage="fetch").observe(time.perf_counter() - started)
     started = time.perf_counter()
     try:
         work.tiles = prepare(data, size, tiles=tiles, max_pixels=max_pixels)
-        work.status = "ok"
+        work.status = ImageStatus.OK
     except ImageError as exc:
         work.status, work.error = exc.status, str(exc)
     except Exception as exc:
-        work.status, work.error = INTERNAL, unexpected("decode", exc, metrics)
+        work.status, work.error = ImageStatus.INTERNAL_ERROR, unexpected("decode", exc, metrics)
     finally:
         metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
     return work
@@ -179,7 +178,7 @@ def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work
     If the model raises for a batch, each image is tried alone, so one image the model cannot
     take fails only itself (``internal_error``). A model that fails for every image marks them
     all, and the worker's tripwire stops it once most recent records failed that way."""
-    items = [m.payload for m in batch.messages if m.payload.status == "ok"]
+    items = [m.payload for m in batch.messages if m.payload.status == ImageStatus.OK]
     if not items:
         return batch
     started = time.perf_counter()
@@ -202,64 +201,27 @@ def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work
 
 
 def _failed(work: Work, reason: str) -> None:
-    work.status, work.error, work.tiles = INTERNAL, reason, None
+    work.status, work.error, work.tiles = ImageStatus.INTERNAL_ERROR, reason, None
 
 
 def _score(items: list[Work], bundle: Any) -> None:
     """Scores ``items`` and changes none of them unless all were scored."""
     counts = [len(w.tiles or []) for w in items]
     pixels = np.stack([t.pixels for w in items for t in (w.tiles or [])])
-    # Score what is stored: the float16-rounded embedding, so `logowatch rescore` of the same
-    # bundle reproduces these scores exactly.
-    embeddings = bundle.embed(pixels).astype(np.float16).astype(np.float32)
-    scores = bundle.score(embeddings)
+    # Score what is stored (workers.rows), so `logowatch rescore` reproduces these rows.
+    embeddings = rows.stored(bundle.embed(pixels))
+    scores = rows.score_stored(bundle, embeddings)
     results = []
     start = 0
     for work, count in zip(items, counts, strict=True):
-        rows = scores[start:start + count]
+        own = scores[start:start + count]
         found = {}
         for j, brand in enumerate(bundle.brands):
-            best = int(np.argmax(rows[:, j]))
+            best = int(np.argmax(own[:, j]))
             box = work.tiles[best].box if work.tiles else None
-            found[brand] = (float(rows[best, j]), box)
+            found[brand] = (float(own[best, j]), box)
         results.append((embeddings[start], found))  # the whole image, always the first tile
         start += count
     for work, (embedding, found) in zip(items, results, strict=True):
         work.embedding, work.scores = embedding, found
         work.tiles = None  # free the pixels before the batch waits for the database
-
-
-def rows_for(batch: Batch[Work], bundle: Any, pseudonymise: Any = None,
-             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    posts, detections, embeddings = [], [], []
-    now = datetime.now(UTC)
-    for message in batch.messages:
-        work = message.payload
-        record = work.record
-        if record is None:
-            continue
-        author = record.author
-        if author is not None and pseudonymise is not None:
-            author = pseudonymise(author)
-        posts.append({
-            "post_id": record.post_id, "source": record.source, "author": author,
-            "caption": record.caption, "hashtags": record.hashtags,
-            "mentions": record.mentions, "image_url": record.image_url,
-            "permalink": record.permalink, "posted_at": record.posted_at,
-            "image_status": work.status, "error": work.error, "extra": record.extra,
-        })
-        if work.status != "ok" or work.embedding is None:
-            continue
-        for brand, (score, box) in work.scores.items():
-            detections.append({
-                "post_id": record.post_id, "brand": brand, "model_version": bundle.version,
-                "score": min(1.0, max(0.0, score)),
-                "present": score >= bundle.thresholds[brand],
-                "region": list(box) if box else None, "posted_at": record.posted_at,
-                "detected_at": now,
-            })
-        vector = np.asarray(work.embedding, dtype=np.float16)
-        embeddings.append({"post_id": record.post_id, "backbone": bundle.backbone_id,
-                           "dim": int(vector.shape[0]), "vector": vector.tobytes(),
-                           "created_at": now})
-    return posts, detections, embeddings

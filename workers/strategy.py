@@ -57,26 +57,6 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-class Transform(Generic[T, R]):
-    """A cheap synchronous step on the consumer thread (e.g. parsing a record)."""
-
-    def __init__(self, fn: Callable[[Message[T]], R], next_step: Step[R]) -> None:
-        self.fn = fn
-        self.next_step = next_step
-
-    def submit(self, message: Message[T]) -> None:
-        self.next_step.submit(message.with_payload(self.fn(message)))
-
-    def poll(self) -> None:
-        self.next_step.poll()
-
-    def join(self, timeout: float | None = None) -> None:
-        self.next_step.join(timeout)
-
-    def close(self) -> None:
-        self.next_step.close()
-
-
 class RunInThreads(Generic[T, R]):
     """Runs ``fn(payload)`` in a pool of threads with at most ``max_pending`` in flight.
 

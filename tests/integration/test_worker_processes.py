@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.http_server import ImageServer
 from tests.support.model import BRANDS
-from tests.support.pipeline import post, produce, rows
+from tests.support.pipeline import event_loop_warnings, post, produce, rows
 from workers.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -96,6 +96,7 @@ def test_two_workers_split_the_partitions_and_write_each_result_once(
     # starts (run alone the two share them; late in a loaded suite the first can finish
     # before the second joins); what must hold either way is below.
     assert all("partitions assigned" in log for log in logs)
+    assert [event_loop_warnings(log) for log in logs] == [[], []]
     _check_complete(migrated_db, n, "split")
 
 

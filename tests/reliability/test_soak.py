@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from tests.reliability.harness import count, detect, lag, wait_for, wait_lag_zero
 from tests.support.http_server import ImageServer
-from tests.support.pipeline import post
+from tests.support.pipeline import event_loop_warnings, post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -63,6 +63,7 @@ def test_soak_memory_and_file_descriptors_stay_flat_after_warm_up(
         assert worker.alive()
         worker.signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.output()[-4000:]
+        assert event_loop_warnings(worker.output()) == []
     finally:
         worker.kill()
     assert count(migrated_db, "soak") == RECORDS

@@ -42,3 +42,10 @@ def read_topic(bootstrap: str, topic: str, limit: int, timeout_ms: int = 8000) -
             break
     consumer.close()
     return out
+
+
+def event_loop_warnings(log: str) -> list[str]:
+    """kafka-python 3's warnings that something blocked its IO thread (a slow rebalance
+    listener, a task over its threshold); a worker's log must never have one."""
+    return [line for line in log.splitlines()
+            if "blocking the event loop" in line or "Sync listeners block" in line]
