@@ -152,6 +152,7 @@ def test_the_main_job_runs_the_whole_pipeline_on_a_fresh_machine(tmp_path: Path)
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     argv = [sys.executable, "-m", "workers.cli", "demo", "--once", "--posts", "24",
+            "--train-images", "120",
             "--state-dir", str(state), "--kafka-port", str(free_port()),
             "--postgres-port", str(free_port()), "--metrics-port", "0", "--batch-size", "8"]
     try:
