@@ -136,7 +136,9 @@ def test_metrics_are_served_over_http_and_the_counters_move(
         after = before
         while time.monotonic() < deadline:
             _, after = scrape()
-            if value(after, 'logowatch_worker_records_total{outcome="ok"}') >= 8:
+            # the offsets go out at the next commit (about once a second) after the write
+            if (value(after, 'logowatch_worker_records_total{outcome="ok"}') >= 8
+                    and value(after, "logowatch_worker_offset_commits_total") >= 1):
                 break
             time.sleep(0.5)
         assert value(after, 'logowatch_worker_records_total{outcome="ok"}') == 8
