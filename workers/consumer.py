@@ -103,6 +103,7 @@ class KafkaClient:
 
         self.events = RebalanceEvents()
         self._consumer = KafkaConsumer(**options)
+        _await_every_join(self._consumer)
 
     @classmethod
     def for_worker(cls, config: Any) -> KafkaClient:
@@ -192,6 +193,24 @@ class KafkaClient:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _await_every_join(consumer: Any) -> None:
+    """Keep kafka-python 3.0.12 from losing a rejoin (docs/reliability.md, bug 9).
+
+    ``poll`` starts a JoinGroup/SyncGroup task and waits for it at most its own timeout; a later
+    ``poll`` picks the task up again only while ``need_rejoin()`` is true. When the rejoin was
+    caused by a metadata change (as the first metadata update after ``subscribe`` does), the
+    leader's assignment makes ``need_rejoin()`` false as soon as the JoinGroup answer arrives,
+    before the SyncGroup: a ``poll`` that times out in between leaves the finished join unread,
+    and the member stays "rebalancing" forever (no assignment, no heartbeats, no fetches). Here
+    a join counts as needed until a ``poll`` has completed it (``rejoining``).
+    """
+    coordinator = consumer._coordinator
+    needed = coordinator.need_rejoin
+    if not hasattr(coordinator, "rejoining"):  # the pinned version is the one this fixes
+        raise RuntimeError("kafka-python without BaseCoordinator.rejoining; see bug 9")
+    coordinator.need_rejoin = lambda: needed() or coordinator.rejoining
 
 
 def dead_letter_producer(config: Any) -> Any:

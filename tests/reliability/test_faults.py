@@ -53,10 +53,6 @@ def _assigned(log: str) -> list[set[int]]:
             for m in re.findall(r"partitions assigned: \[(.*)\]", log)]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue 13): in the full suite the first worker's rejoin after kafka-python's "
-    "first-join revoke can stay incomplete (a refused commit, then no assignment for 240 s); "
-    "passes alone. docs/reliability.md, 'The soak stall'"))
 def test_a_worker_sigkilled_mid_batch_then_restarted_loses_and_duplicates_nothing(
     tiny_bundle: Path, bootstrap: str, migrated_db: str, topic: str, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]], tmp_path: Path,
