@@ -39,18 +39,17 @@ def current(database_url: str) -> str | None:
 
 
 def set_reader_password(database_url: str, password: str) -> None:
-    """Give the read-only dashboard role its password (from the environment, never logged)."""
-    import psycopg2.extensions
+    """Give the read-only dashboard role its password (from the environment, never logged).
+
+    The literal is quoted by psycopg2 and sent on the raw cursor without parameters, so no
+    character of the password (``%`` included) is read as SQL or as a placeholder."""
+    from psycopg2 import sql
     from sqlalchemy import create_engine
 
     engine = create_engine(database_url)
     try:
-        with engine.begin() as conn:
-            raw = conn.connection.dbapi_connection
-            literal = psycopg2.extensions.QuotedString(password)
-            literal.prepare(raw)  # type: ignore[arg-type]
-            conn.exec_driver_sql(
-                "ALTER ROLE logowatch_reader PASSWORD " + literal.getquoted().decode()
-            )
+        with engine.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute(sql.SQL("ALTER ROLE logowatch_reader PASSWORD {}")
+                           .format(sql.Literal(password)))
     finally:
         engine.dispose()
