@@ -1,12 +1,10 @@
 # logowatch: one image for every role (ingest, detect, migrate, report...).
 # CPU by default; build the GPU variant with --build-arg EXTRAS=gpu.
-FROM python:3.11.11-slim-bookworm
 
-ARG EXTRAS=""
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2 LOGOWATCH_CACHE=/opt
-
-RUN useradd --create-home --uid 10001 logowatch
-WORKDIR /app
+# The wheel is built in a stage of its own, so neither the sources nor the build's leftovers
+# (build/, *.egg-info) reach the image.
+FROM python:3.11.11-slim-bookworm AS wheel
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
 COPY detector ./detector
@@ -14,8 +12,15 @@ COPY workers ./workers
 COPY analytics ./analytics
 COPY migrations ./migrations
 COPY bench ./bench
-COPY deploy ./deploy
-RUN pip install ".${EXTRAS:+[$EXTRAS]}"
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11.11-slim-bookworm
+ARG EXTRAS=""
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2 LOGOWATCH_CACHE=/opt
+
+RUN useradd --create-home --uid 10001 logowatch
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install "$(ls /wheels/*.whl)${EXTRAS:+[$EXTRAS]}"
 # Bake the ImageNet-derived backbone weights (npm package nsfwjs, MIT) into the image, so a
 # detector starts air-gapped; Node and npm are needed for the import only.
 RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
@@ -24,6 +29,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
     && chmod -R a+rX /opt/logowatch
 
 USER logowatch
+WORKDIR /home/logowatch
 EXPOSE 9751
 ENTRYPOINT ["logowatch"]
 CMD ["--help"]

@@ -38,8 +38,17 @@ def current(database_url: str) -> str | None:
         engine.dispose()
 
 
-def set_reader_password(database_url: str, password: str) -> None:
-    """Give the read-only dashboard role its password (from the environment, never logged).
+# The login roles the migrations create, and the variable each one's password comes from.
+ROLE_PASSWORDS = {
+    "logowatch_reader": "LOGOWATCH_READER_PASSWORD",
+    "logowatch_worker": "LOGOWATCH_WORKER_PASSWORD",
+    "logowatch_ingest": "LOGOWATCH_INGEST_PASSWORD",
+    "logowatch_watchdog": "LOGOWATCH_WATCHDOG_PASSWORD",
+}
+
+
+def set_role_password(database_url: str, role: str, password: str) -> None:
+    """Give one of ``ROLE_PASSWORDS``' roles its password (from the environment, never logged).
 
     The literal is quoted by psycopg2 and sent on the raw cursor without parameters, so no
     character of the password (``%`` included) is read as SQL or as a placeholder."""
@@ -49,7 +58,7 @@ def set_reader_password(database_url: str, password: str) -> None:
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
-            cursor.execute(sql.SQL("ALTER ROLE logowatch_reader PASSWORD {}")
-                           .format(sql.Literal(password)))
+            cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD {}")
+                           .format(sql.Identifier(role), sql.Literal(password)))
     finally:
         engine.dispose()

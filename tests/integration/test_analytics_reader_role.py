@@ -112,8 +112,11 @@ def test_reader_creates_nothing_even_in_a_read_write_transaction(
 def test_reader_statement_outrunning_the_limit_is_cancelled_though_it_set_no_timeout(
     migrated_db: str, reader: Engine
 ) -> None:
+    # As the compose stack runs it: its own role, which may only see and cancel statements.
+    as_watchdog = make_url(migrated_db).set(username="logowatch_watchdog")
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "watchdog", "--database-url", migrated_db,
+        [sys.executable, "-m", "workers.cli", "watchdog", "--database-url",
+         as_watchdog.render_as_string(hide_password=False),
          "--limit", "1", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
     try:
         with reader.connect() as conn:
