@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -153,8 +154,8 @@ def measure(reader: Connection, sql: str, runs: int) -> dict[str, Any]:
         times.append((time.perf_counter() - started) * 1000)
     plan = reader.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar_one()[0]
     reads, seq = summarize(plan["Plan"])
-    return {"median_ms": statistics.median(times), "max_ms": max(times), "reads": reads,
-            "seq_scan_on_big_table": seq}
+    return {"median_ms": statistics.median(times), "max_ms": max(times),
+            "server_ms": plan["Execution Time"], "reads": reads, "seq_scan_on_big_table": seq}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--brands", type=int, default=5)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per query")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/views.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/latest-views.json"))
     args = parser.parse_args(argv)
 
     from workers import migrate
@@ -197,12 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {args.posts} posts, {args.brands} brands: "
           + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))
     print("load seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in loaded.items()))
-    print(f"range {since} .. {until}, brand brand0, {args.runs} runs each\n")
-    print("| query | median ms | max ms | how posts / detections / text matches are read |")
-    print("|---|---:|---:|---|")
+    print(f"range {since} .. {until}, brand brand0, {args.runs} runs each, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    print("| query | median ms | max ms | EXPLAIN ANALYZE ms | how posts / detections / text "
+          "matches are read |")
+    print("|---|---:|---:|---:|---|")
     for name, r in results.items():
         flag = " **seq scan**" if r["seq_scan_on_big_table"] else ""
-        print(f"| {name} | {r['median_ms']:.1f} | {r['max_ms']:.1f} | {r['reads']}{flag} |")
+        print(f"| {name} | {r['median_ms']:.1f} | {r['max_ms']:.1f} | {r['server_ms']:.1f} | "
+              f"{r['reads']}{flag} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"posts": args.posts, "brands": args.brands, "sizes": sizes,
                                     "load_seconds": loaded, "range": [str(since), str(until)],
