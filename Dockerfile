@@ -27,6 +27,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
     && logowatch weights import nsfwjs --no-progress \
     && apt-get purge -y nodejs npm && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* ~/.npm \
     && chmod -R a+rX /opt/logowatch
+# And Keras's own ImageNet file, for bundles trained with --weights imagenet: without it each
+# detector container downloads it at start, into a home lost on recreation, and air-gapped
+# fails.
+ENV KERAS_HOME=/opt/keras
+RUN python -c "import keras; keras.applications.InceptionV3(include_top=False, weights='imagenet')" \
+    && chmod -R a+rX /opt/keras
 
 USER logowatch
 WORKDIR /home/logowatch

@@ -159,3 +159,15 @@ def test_kafka_is_the_version_the_local_runner_uses(effective: dict) -> None:  #
 def test_the_build_context_leaves_out_secrets_and_data() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".env.*", "feeds", "models", "bench/results"} <= ignored
+
+
+def test_the_image_bakes_every_downloadable_backbone_weights_source() -> None:
+    """A detector starts air-gapped whatever its bundle records: the build imports nsfwjs and
+    fetches Keras's ImageNet file into KERAS_HOME, both readable by the runtime user."""
+    from detector.weights import IMPORTED
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for source in IMPORTED:
+        assert f"logowatch weights import {source}" in dockerfile
+    assert re.search(r"ENV KERAS_HOME=(\S+)\nRUN .*weights='imagenet'.*\n.*chmod -R a\+rX \1",
+                     dockerfile), "the ImageNet file is not baked into KERAS_HOME"
