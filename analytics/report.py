@@ -19,6 +19,10 @@ from analytics.errors import AnalyticsError
 
 TOP_N = 10
 CHARTS = ("daily_mentions.png", "image_only_share.png", "top_accounts.png")
+# Charts and the table shrink or scroll inside the page; nothing widens it past the screen.
+STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+         "img{max-width:100%;height:auto}"
+         "pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
 
 
 def parse_since(value: str, today: date | None = None) -> date:
@@ -220,9 +224,8 @@ def _html(report: BrandReport) -> str:
                        "</figure>" for name in CHARTS)
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:60em;"
-        "margin:2em auto}} img{{max-width:100%}} pre{{background:#f6f6f6;padding:1em}}"
-        f"</style></head><body>\n<h1>{esc(title)}</h1>\n"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>{esc(title)}</h1>\n"
         f"<pre>{esc(render_table(report))}</pre>\n{images}\n"
         f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by logowatch report from the "
         "brand_* views.</p>\n</body></html>\n"

@@ -76,6 +76,8 @@ def test_report_as_the_reader_prints_the_table_and_writes_valid_charts(
             assert image.format == "PNG" and image.size[0] > 400
     page = (out / "index.html").read_text()
     assert all(f'src="{name}"' in page for name in CHARTS)
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert "img{max-width:100%" in style and "{{" not in style and "}}" not in style
 
 
 def test_report_on_an_unknown_brand_fails_in_one_line(
