@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 from analytics.errors import AnalyticsError
 
 TOP_N = 10
+GRID_DAYS = 3 * 366  # periods up to this long are drawn day by day, empty days included
 CHARTS = ("daily_mentions.png", "image_only_share.png", "top_accounts.png")
 # Charts and the table shrink or scroll inside the page; nothing widens it past the screen.
 STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
@@ -97,8 +98,12 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
     period = {"b": brand, "s": since, "u": until}
     model = conn.execute(text(
         "SELECT model_version FROM brand_current_model WHERE brand = :b"), period).scalar()
-    by_day = {since + timedelta(days=i): Day(since + timedelta(days=i))
-              for i in range((until - since).days + 1)}
+    first, last = conn.execute(text(
+        "SELECT min(day), max(day) FROM brand_daily WHERE brand = :b AND day BETWEEN :s AND :u"
+    ), period).one()
+    if (until - since).days >= GRID_DAYS and first is not None:
+        since, until = first, last  # a long period shows the span of its data
+    by_day = {day: Day(day) for day in _grid(since, until)}
     for row in conn.execute(text(
         "SELECT day, posts, image_hits, text_hits, both_hits, image_only, text_only "
         "FROM brand_daily WHERE brand = :b AND day BETWEEN :s AND :u"), period):
@@ -114,6 +119,14 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
         f"GROUP BY hashtag ORDER BY 2 DESC, hashtag LIMIT {TOP_N}"), period)]
     return BrandReport(brand, since, until, model, sorted(by_day.values(), key=lambda d: d.day),
                        accounts, hashtags)
+
+
+def _grid(since: date, until: date) -> list[date]:
+    """The days shown (as zeros when nothing was posted): every day of a period shorter than
+    ``GRID_DAYS``; of a longer one, only the days with mentions, so a stray post dated year 1
+    never makes a grid of 700,000 days."""
+    span = (until - since).days
+    return [since + timedelta(days=i) for i in range(span + 1)] if span < GRID_DAYS else []
 
 
 def _share(value: float | None) -> str:
@@ -148,7 +161,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +175,10 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
         written.append(path)
 
     def dated(ax: object) -> None:
+        # Matplotlib's dates stop at years 1 and 9999: keep the autoscale margins inside.
+        low, high = ax.get_xlim()  # type: ignore[attr-defined]
+        ax.set_xlim(max(low, date2num(date(1, 1, 1))),  # type: ignore[attr-defined]
+                    min(high, date2num(date(9999, 12, 31))))
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)  # type: ignore[attr-defined]
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[attr-defined]
