@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import time
@@ -113,7 +114,13 @@ def report_queries(reader: Connection, brand: str, since: date, until: date) -> 
         report.load(reader, brand, since, until)
     finally:
         event.remove(reader, "before_cursor_execute", capture)
-    return [(f"report / query {i + 1}", sql) for i, sql in enumerate(captured)]
+    return [(report_query_name(i, sql), sql) for i, sql in enumerate(captured)]
+
+
+def report_query_name(index: int, sql: str) -> str:
+    """"report 3: brand_daily": the statement's place in the report and the view it reads."""
+    view = re.search(r"\bFROM (brand_\w+)", sql)
+    return f"report {index + 1}: {view.group(1) if view else 'other'}"
 
 
 def dashboard_queries(brand: str, since: date, until: date) -> list[tuple[str, str]]:
