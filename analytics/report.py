@@ -74,6 +74,12 @@ class BrandReport:
     days: list[Day]
     accounts: list[Account] = field(default_factory=list)
     hashtags: list[tuple[str, int]] = field(default_factory=list)
+    display_name: str | None = None  # the catalogue's; None for a brand only a model knows
+
+    @property
+    def name(self) -> str:
+        """How people read the brand: its display name, else the head's name."""
+        return self.display_name or self.brand
 
     @property
     def total(self) -> Day:
@@ -86,12 +92,13 @@ class BrandReport:
 
 
 def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
-    """Read the period from the views; every day of it appears, zeros included."""
+    """Read the period from the views; every day of a period shorter than ``GRID_DAYS``
+    appears, zeros included."""
     if until < since:
         raise AnalyticsError(f"--until {until} is before --since {since}")
-    known = conn.execute(text(
-        "SELECT brand FROM brand_catalogue UNION SELECT brand FROM brand_current_model"
-    )).scalars().all()
+    known = dict(conn.execute(text(
+        "SELECT brand, max(display_name) FROM (SELECT brand, display_name FROM brand_catalogue "
+        "UNION ALL SELECT brand, NULL FROM brand_current_model) b GROUP BY brand")).all())
     if brand not in known:
         names = ", ".join(sorted(known)) or "none; add one with: logowatch brands add"
         raise AnalyticsError(f"unknown brand {brand!r} (known: {names})")
@@ -118,7 +125,7 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
         "WHERE brand = :b AND day BETWEEN :s AND :u "
         f"GROUP BY hashtag ORDER BY 2 DESC, hashtag LIMIT {TOP_N}"), period)]
     return BrandReport(brand, since, until, model, sorted(by_day.values(), key=lambda d: d.day),
-                       accounts, hashtags)
+                       accounts, hashtags, known[brand])
 
 
 def _grid(since: date, until: date) -> list[date]:
@@ -135,7 +142,7 @@ def _share(value: float | None) -> str:
 
 def render_table(report: BrandReport) -> str:
     """The plain-text summary the command prints."""
-    head = (f"{report.brand}: {report.since} .. {report.until}, model "
+    head = (f"{report.name}: {report.since} .. {report.until}, model "
             f"{report.model_version or '(none: text mentions only)'}")
     cols = f"{'day':<10}  {'posts':>5}  {'image':>5}  {'text':>5}  {'both':>5}  " \
            f"{'img-only':>8}  {'txt-only':>8}  {'img-only share':>14}"
@@ -190,7 +197,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
             markersize=9, label="in image")
     ax.plot(days, [d.text_hits for d in report.days], marker="s", label="in text")
     ax.plot(days, [d.both_hits for d in report.days], linestyle="--", label="both")
-    ax.set_title(f"{report.brand}: posts per day, seen in the image vs said in text")
+    ax.set_title(f"{report.name}: posts per day, seen in the image vs said in text")
     ax.set_ylabel("posts")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -203,7 +210,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     ax.bar(days, [s or 0 for s in shares], color="tab:orange")
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title(f"{report.brand}: share of image hits never named in text "
+    ax.set_title(f"{report.name}: share of image hits never named in text "
                  f"(period: {_share(report.total.image_only_share)})")
     ax.set_ylabel("image-only share")
     dated(ax)
@@ -218,7 +225,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     ax.barh(names, both, left=image_only, label="image and text")
     ax.barh(names, [a.text_only_posts for a in accounts],
             left=[i + b for i, b in zip(image_only, both, strict=True)], label="text only")
-    ax.set_title(f"{report.brand}: top accounts by image-only posts")
+    ax.set_title(f"{report.name}: top accounts by image-only posts")
     ax.set_xlabel("posts")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if not accounts:
@@ -236,7 +243,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
 
 def _html(report: BrandReport) -> str:
     esc = html.escape
-    title = f"{report.brand} — {report.since} to {report.until}"
+    title = f"{report.name} — {report.since} to {report.until}"
     images = "\n".join(f'<figure><img src="{name}" alt="{esc(name[:-4].replace("_", " "))}">'
                        "</figure>" for name in CHARTS)
     return (

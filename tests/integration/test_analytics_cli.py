@@ -103,6 +103,19 @@ def test_report_over_centuries_with_a_post_dated_year_one_shows_the_span_of_the_
             image.verify()
 
 
+def test_report_names_the_brand_by_its_display_name(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["brands", "add", "thenorthface", "--display-name", "The North Face & Co",
+                 "--database-url", db]) == 0
+    out = tmp_path / "report"
+    assert main(["report", "--brand", "thenorthface", "--since", "2026-03-01", "--until",
+                 "2026-03-03", "--out", str(out), "--database-url", db]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("The North Face & Co: 2026-03-01")
+    assert "<h1>The North Face &amp; Co — 2026-03-01 to 2026-03-03</h1>" in \
+        (out / "index.html").read_text()
+
+
 def test_report_on_an_unknown_brand_fails_in_one_line(
     db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
