@@ -52,9 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     insta.add_argument("--graph-url", default=_env("LOGOWATCH_GRAPH_URL", DEFAULT_GRAPH_URL),
                        help=f"Graph API base URL (env LOGOWATCH_GRAPH_URL; default "
                        f"{DEFAULT_GRAPH_URL})")
-    insta.add_argument("--page-size", type=int, default=50, help="media per page (max 50)")
-    insta.add_argument("--max-pages", type=int, default=None,
-                       help="pages per source per pass; the rest continues on the next pass")
+    insta.add_argument("--page-size", type=_positive, default=50,
+                       help="media per page (max 50)")
+    insta.add_argument("--max-pages", type=_positive, default=None,
+                       help="pages per source per pass (default 100); the rest continues on "
+                       "the next pass")
+    insta.add_argument("--quiet-pages", type=_positive, default=None,
+                       help="pages in a row with nothing new that end a pass (default 3)")
     insta.add_argument("--slowdown-at", type=float, default=75.0,
                        help="usage %% where calls start to be spaced out (default 75)")
     insta.add_argument("--pause-at", type=float, default=95.0,
@@ -114,6 +118,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                       help="poll the source again every SECONDS until SIGTERM/SIGINT")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
@@ -137,7 +147,7 @@ def run_urls(args: argparse.Namespace) -> int:
 def run_instagram(args: argparse.Namespace) -> int:
     from ingest.errors import IngestError
     from ingest.graph import Backoff, GraphClient, guard_logs
-    from ingest.instagram import InstagramSource
+    from ingest.instagram import MAX_PAGES, QUIET_PAGES, InstagramSource
     from ingest.pipeline import interruptible_sleep
 
     token = os.environ.get("INSTAGRAM_ACCESS_TOKEN", "").strip()
@@ -163,7 +173,8 @@ def run_instagram(args: argparse.Namespace) -> int:
             for edge in edges if args.kind == "hashtag" else ["recent"]:
                 out.append(InstagramSource(client, args.ig_user_id, args.kind, target,
                                            edge=edge, page_size=args.page_size,
-                                           max_pages=args.max_pages))
+                                           max_pages=args.max_pages or MAX_PAGES,
+                                           quiet_pages=args.quiet_pages or QUIET_PAGES))
         return out
 
     try:
@@ -174,8 +185,6 @@ def run_instagram(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, name: str,
          make_sources: Callable[[threading.Event], Sequence[Any]]) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from ingest import metrics
     from ingest.checkpoints import CheckpointStore
     from ingest.errors import IngestError
@@ -192,9 +201,6 @@ def _run(args: argparse.Namespace, name: str,
         producer = RecordProducer(args.bootstrap_servers, args.topic,
                                   compression=args.compression, **kafka_security_from_env())
         summary = Pipeline(producer, store, stop).run(sources, args.interval)
-    except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise IngestError(f"checkpoint database failed: {first}") from None
     finally:
         restore_signals()
         if producer is not None:
@@ -202,4 +208,8 @@ def _run(args: argparse.Namespace, name: str,
         if store is not None:
             store.close()
     print(f"ingest {name}: {summary.line()}", flush=True)
+    # After the summary, so what was produced before a failure is shown. A daemon's failed
+    # passes were logged and retried; only one that no pass can fix (fatal) is its exit code.
+    if summary.fatal or (summary.errors and args.interval is None):
+        raise IngestError(summary.errors[-1])
     return summary.exit_code

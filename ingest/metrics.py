@@ -25,6 +25,12 @@ API_CALLS = Counter(
 API_ERRORS = Counter(
     "logowatch_ingest_api_errors_total", "Graph API error answers, by error code", ["code"]
 )
+API_WAIT_SECONDS = Counter(
+    "logowatch_ingest_api_wait_seconds_total",
+    "Seconds spent waiting before Graph API calls: pace and pause (usage headers), throttled, "
+    "unavailable and network (retries)",
+    ["reason"],
+)
 RATE_LIMIT_USAGE = Gauge(
     "logowatch_ingest_rate_limit_usage_percent",
     "Highest usage percentage the Graph API reported, by header",

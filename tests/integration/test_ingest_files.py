@@ -44,7 +44,7 @@ def test_file_with_good_and_bad_lines_produces_exactly_the_good_ones(
     code = main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)])
     out, err = capsys.readouterr()
     assert code == 3
-    assert "produced 3, skipped 2, duplicates 0, failed 0" in out
+    assert "produced 3, known 0, skipped 2 (invalid_line 2), failed 0" in out
     assert "Traceback" not in err
     messages = consume_all(bootstrap, topic)
     records = sorted((parse(v) for _, v in messages), key=lambda r: r.post_id)
@@ -56,7 +56,7 @@ def test_file_with_good_and_bad_lines_produces_exactly_the_good_ones(
     # A rerun (a restart, or the same file again) produces nothing twice.
     code = main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)])
     out, _ = capsys.readouterr()
-    assert code == 3 and "produced 0, skipped 2, duplicates 3" in out
+    assert code == 3 and "produced 0, known 3, skipped 2 (invalid_line 2)" in out
     assert len(consume_all(bootstrap, topic)) == 3
 
 
@@ -66,7 +66,7 @@ def test_clean_csv_exits_zero(tmp_path: Path, bootstrap: str, topic: str, migrat
     path.write_text("post_id,image_url,author\nc1,https://x.example/1.jpg,ann\n"
                     "c2,https://x.example/2.jpg,bob\n")
     assert main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)]) == 0
-    assert "produced 2, skipped 0" in capsys.readouterr().out
+    assert "produced 2, known 0, skipped 0, failed 0" in capsys.readouterr().out
     assert sorted(k for k, _ in consume_all(bootstrap, topic)) == [b"c1", b"c2"]
 
 
@@ -79,7 +79,7 @@ def test_url_list_from_stdin_without_a_database(
                  "--topic", topic])
     out, _ = capsys.readouterr()
     assert code == 3
-    assert "produced 2, skipped 1, duplicates 1" in out
+    assert "produced 2, known 1, skipped 1 (invalid_line 1)" in out
     records = [parse(v) for _, v in consume_all(bootstrap, topic)]
     assert sorted(r.post_id for r in records) == sorted(
         url_post_id(f"https://x.example/{c}.jpg") for c in "ab")
