@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,28 @@ def test_unreachable_database_is_one_line_exit_1(
     err = capsys.readouterr().err
     assert code == 1
     assert "checkpoint database" in err and "Traceback" not in err
+
+
+def test_a_csv_with_an_oversized_cell_a_broken_quote_and_a_nul_loses_those_lines_only(
+        tmp_path: Path, bootstrap: str, migrated_db: str, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    rows = [f"g{n},https://x.example/{n}.jpg,fine\n" for n in range(8)]
+    rows[1] = 'b1,https://x.example/b1.jpg,"' + "x" * (10 << 20) + '"\n'  # line 3
+    rows[3] = 'b2,https://x.example/b2.jpg,"a quote that never closes\n'  # line 5
+    rows[5] = "b3,https://x.example/b3.jpg,a NUL \x00 byte\n"  # line 7
+    path = tmp_path / "posts.csv"
+    path.write_text("post_id,image_url,caption\n" + "".join(rows))
+    fresh_topic = f"new-{uuid.uuid4().hex[:8]}"  # not created yet: the first produce makes it
+
+    code = main(["ingest", "file", str(path), *_args(bootstrap, fresh_topic, migrated_db)])
+    assert code == 3
+    assert "produced 5, known 0, skipped 3 (invalid_line 3), failed 0" in capsys.readouterr().out
+    assert [r.getMessage() for r in caplog.records if "(skipped)" in r.getMessage()] == [
+        f"{path} line 3: longer than 1024 KiB (skipped)",
+        f"{path} line 5: a quote that is never closed (skipped)",
+        f"{path} line 7: contains a NUL byte (skipped)"]
+    # No client log noise about the topic the first produce created.
+    assert not [r for r in caplog.records if r.name.startswith("kafka") and
+                r.levelno >= logging.WARNING]
+    assert sorted(k.decode() for k, _ in consume_all(bootstrap, fresh_topic)) == [
+        "g0", "g2", "g4", "g6", "g7"]
