@@ -112,6 +112,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default=_env("LOGOWATCH_METRICS_HOST", "127.0.0.1"),
                         help="address the metrics server binds (default 127.0.0.1; env "
                         "LOGOWATCH_METRICS_HOST)")
+    parser.add_argument("--metrics-file", default=_env("LOGOWATCH_METRICS_FILE", ""),
+                        help="also write the metrics here (Prometheus text format, for "
+                        "node_exporter's textfile collector) when the run starts and ends "
+                        "(env LOGOWATCH_METRICS_FILE)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     when.add_argument("--interval", type=float, default=None, metavar="SECONDS",
@@ -194,6 +198,7 @@ def _run(args: argparse.Namespace, name: str,
     stop = threading.Event()
     sources = make_sources(stop)  # validates arguments before anything connects
     metrics.serve(args.metrics_port, args.metrics_host)
+    metrics.write(args.metrics_file)  # a path that cannot be written fails before any work
     store = None if args.no_checkpoint else CheckpointStore(args.database_url)
     producer = None
     restore_signals = install_signal_handlers(stop)
@@ -208,6 +213,7 @@ def _run(args: argparse.Namespace, name: str,
         if store is not None:
             store.close()
     print(f"ingest {name}: {summary.line()}", flush=True)
+    metrics.write(args.metrics_file)
     # After the summary, so what was produced before a failure is shown. A daemon's failed
     # passes were logged and retried; only one that no pass can fix (fatal) is its exit code.
     if summary.fatal or (summary.errors and args.interval is None):

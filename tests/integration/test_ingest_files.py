@@ -67,7 +67,10 @@ def test_clean_csv_exits_zero(tmp_path: Path, bootstrap: str, topic: str, migrat
     path = tmp_path / "posts.csv"
     path.write_text("post_id,image_url,author\nc1,https://x.example/1.jpg,ann\n"
                     "c2,https://x.example/2.jpg,bob\n")
-    assert main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)]) == 0
+    prom = tmp_path / "ingest.prom"
+    assert main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db),
+                 "--metrics-file", str(prom)]) == 0
+    assert 'logowatch_ingest_posts_produced_total{source="file"}' in prom.read_text()
     assert "produced 2, known 0, skipped 0, failed 0" in capsys.readouterr().out
     assert sorted(k for k, _ in consume_all(bootstrap, topic)) == [b"c1", b"c2"]
 

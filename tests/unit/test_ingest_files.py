@@ -139,3 +139,18 @@ def test_an_empty_file_of_any_format_produces_nothing_and_is_no_error(
     path = tmp_path / name
     path.write_text("")
     assert _read(path) == ([], 0, [])
+
+
+def test_a_metrics_file_that_cannot_be_written_is_one_line_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("")
+    code = main(["ingest", "file", str(path), "--no-checkpoint", "--bootstrap-servers",
+                 "127.0.0.1:9", "--metrics-file", str(tmp_path / "no" / "such" / "m.prom")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"logowatch ingest: error: cannot write metrics to {tmp_path}/no/such/m.prom: "
+        "No such file or directory"]
