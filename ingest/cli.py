@@ -59,19 +59,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the next pass")
     insta.add_argument("--quiet-pages", type=_positive, default=None,
                        help="pages in a row with nothing new that end a pass (default 3)")
-    insta.add_argument("--slowdown-at", type=float, default=75.0,
+    insta.add_argument("--slowdown-at", type=_not_negative, default=75.0,
                        help="usage %% where calls start to be spaced out (default 75)")
-    insta.add_argument("--pause-at", type=float, default=95.0,
+    insta.add_argument("--pause-at", type=_not_negative, default=95.0,
                        help="usage %% where calls pause until the window frees (default 95)")
-    insta.add_argument("--max-pace", type=float, default=30.0,
+    insta.add_argument("--max-pace", type=_not_negative, default=30.0,
                        help="seconds between calls just below --pause-at (default 30)")
-    insta.add_argument("--pause", type=float, default=300.0,
+    insta.add_argument("--pause", type=_not_negative, default=300.0,
                        help="seconds to pause at --pause-at without an API estimate "
                        "(default 300)")
-    insta.add_argument("--throttle-wait", type=float, default=60.0,
+    insta.add_argument("--throttle-wait", type=_not_negative, default=60.0,
                        help="first wait after a throttling error, doubled per retry "
                        "(default 60)")
-    insta.add_argument("--retries", type=int, default=5,
+    insta.add_argument("--retries", type=_whole, default=5,
                        help="retries of a throttled or failed call (default 5)")
     _common(insta)
     insta.set_defaults(func=run_instagram)
@@ -118,14 +118,36 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "(env LOGOWATCH_METRICS_FILE)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="one pass, then exit (default)")
-    when.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+    when.add_argument("--interval", type=_seconds, default=None, metavar="SECONDS",
                       help="poll the source again every SECONDS until SIGTERM/SIGINT")
 
 
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if _whole(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    if _not_negative(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return float(text)
 
 
 def _port(text: str) -> int:

@@ -3,8 +3,10 @@
 Meta throttles an app that ignores its usage headers, and a throttled app stays locked out for
 minutes to hours. So every response's ``X-App-Usage`` / ``X-Business-Use-Case-Usage`` is read,
 the client slows down as usage climbs and pauses before it hits 100%, and the throttling error
-codes (and HTTP 429) mean "wait and retry", never "give up". An invalid or expired token is the
-one failure no wait can fix: it is fatal, with a message saying what to do.
+codes (and HTTP 429) mean "wait and retry", never "give up"; so do outages and pages that are
+not a whole JSON object (an HTML error page or a cut body answered with 200). An invalid or
+expired token or a missing permission is the failure no wait can fix (:class:`AccessError`):
+it is fatal, with a message saying what to do.
 
 The access token travels as a query parameter (that is what the API documents), so everything
 that could print a URL (exception texts, urllib3's debug log) goes through :func:`redact`.
@@ -276,8 +278,8 @@ class GraphClient:
 
     def _url(self, path: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if path.startswith(("http://", "https://")):
-            parts = urlsplit(path)
-            if parts.netloc != urlsplit(self.base_url).netloc:
+            parts, base = urlsplit(path), urlsplit(self.base_url)
+            if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
                 # The token goes with every request: never to a host the user did not name.
                 raise GraphApiError(f"refusing a paging link to another host ({parts.netloc})")
             query = {k: v for k, v in parse_qsl(parts.query) if k != "access_token"}
