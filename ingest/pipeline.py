@@ -79,7 +79,8 @@ class Summary:
     def line(self) -> str:
         rate = self.produced / self.seconds if self.seconds > 0 else 0.0
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped.items()))
-        text = (f"produced {self.produced}, known {self.known}, "
+        seen = self.produced + self.known + sum(self.skipped.values()) + self.failed
+        text = (f"seen {seen}: produced {self.produced}, known {self.known}, "
                 f"skipped {sum(self.skipped.values())}{f' ({reasons})' if reasons else ''}, "
                 f"failed {self.failed} in {self.seconds:.1f} s ({rate:.0f} records/s)")
         if self.errors:

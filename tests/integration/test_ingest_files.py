@@ -46,7 +46,7 @@ def test_file_with_good_and_bad_lines_produces_exactly_the_good_ones(
     code = main(["ingest", "file", str(path), *_args(bootstrap, topic, migrated_db)])
     out, err = capsys.readouterr()
     assert code == 3
-    assert "produced 3, known 0, skipped 2 (invalid_line 2), failed 0" in out
+    assert "seen 5: produced 3, known 0, skipped 2 (invalid_line 2), failed 0" in out
     assert "Traceback" not in err
     messages = consume_all(bootstrap, topic)
     records = sorted((parse(v) for _, v in messages), key=lambda r: r.post_id)

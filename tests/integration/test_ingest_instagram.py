@@ -239,7 +239,7 @@ def test_every_pass_is_bounded_by_default_even_on_an_endless_feed(
     graph.endless = True
     assert _run(graph, bootstrap, topic, migrated_db, "me") == 0
     assert len(graph.media_calls()) == 100  # the default --max-pages
-    assert "produced 200, known 0" in capsys.readouterr().out
+    assert "seen 200: produced 200, known 0" in capsys.readouterr().out
     graph.calls.clear()
     assert _run(graph, bootstrap, topic, migrated_db, "me", "--max-pages", "3") == 0
     assert graph.media_calls()[0]["pos"] == "200"  # the next pass continues where it stopped
