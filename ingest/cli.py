@@ -238,6 +238,6 @@ def _run(args: argparse.Namespace, name: str,
     metrics.write(args.metrics_file)
     # After the summary, so what was produced before a failure is shown. A daemon's failed
     # passes were logged and retried; only one that no pass can fix (fatal) is its exit code.
-    if summary.fatal or (summary.errors and args.interval is None):
-        raise IngestError(summary.errors[-1])
+    if summary.fatal or (summary.failed_passes and args.interval is None):
+        raise IngestError(summary.error)
     return summary.exit_code

@@ -205,7 +205,7 @@ class GraphClient:
         self.timeout = timeout
         self.usage = Usage()
         self._usage_at = 0.0
-        self.requests = 0  # requests sent, retries included (sources bound a pass by it)
+        self.requests = 0  # requests sent, retries included
         self.waits: list[float] = []  # every wait taken, for logs and tests
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -57,14 +57,15 @@ class Summary:
     bad_lines: int = 0
     seconds: float = 0.0
     stopped: bool = False
-    errors: list[str] = field(default_factory=list)  # passes that failed, and why
+    failed_passes: int = 0  # passes that ended in an error (a daemon tries again)
+    error: str = ""  # the last such error
     fatal: bool = False  # a failure no later pass can fix (token, permission)
 
     def add(self, other: Summary) -> None:
-        for name in ("produced", "known", "failed", "bad_lines", "seconds"):
+        for name in ("produced", "known", "failed", "bad_lines", "seconds", "failed_passes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped += other.skipped
-        self.errors += other.errors
+        self.error = other.error or self.error
         self.stopped = self.stopped or other.stopped
         self.fatal = self.fatal or other.fatal
 
@@ -83,9 +84,9 @@ class Summary:
         text = (f"seen {seen}: produced {self.produced}, known {self.known}, "
                 f"skipped {sum(self.skipped.values())}{f' ({reasons})' if reasons else ''}, "
                 f"failed {self.failed} in {self.seconds:.1f} s ({rate:.0f} records/s)")
-        if self.errors:
-            n = len(self.errors)
-            text += f"; {n} pass{'es' if n > 1 else ''} failed, the last: {self.errors[-1]}"
+        if self.failed_passes:
+            n = self.failed_passes
+            text += f"; {n} pass{'es' if n > 1 else ''} failed, the last: {self.error}"
         return text + (" (stopped early)" if self.stopped else "")
 
 
@@ -117,7 +118,7 @@ class Pipeline:
         except Stopped:
             summary.stopped = True
         except IngestError as exc:  # what was delivered before it stays recorded
-            summary.errors.append(str(exc))
+            summary.failed_passes, summary.error = 1, str(exc)
             summary.fatal = isinstance(exc, AccessError)
         summary.seconds = time.monotonic() - started
         return summary
@@ -133,7 +134,7 @@ class Pipeline:
         while True:
             for source in sources:
                 summary = self.run_source(source)
-                (log.error if summary.errors else log.info)("%s: %s", source.key,
+                (log.error if summary.failed_passes else log.info)("%s: %s", source.key,
                                                              summary.line())
                 total.add(summary)
                 if self.stop.is_set() or summary.fatal or (interval is None and summary.failed):
