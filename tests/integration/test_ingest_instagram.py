@@ -198,6 +198,7 @@ def test_a_daemon_survives_every_transient_fault_and_leaves_nothing_new_unproduc
     late = [image(f"late{i}", _ts(1 + i)) for i in range(4)]  # older than everything seen
     skipped_before = _sample("logowatch_ingest_records_skipped_total", source="instagram",
                              reason="video_without_thumbnail")
+    throttled_before = _sample("logowatch_ingest_api_wait_seconds_total", reason="throttled")
     expected = {str(100 + i) for i in range(8)} | {"90"}
 
     def drive() -> None:
@@ -230,7 +231,8 @@ def test_a_daemon_survives_every_transient_fault_and_leaves_nothing_new_unproduc
     assert "video_without_thumbnail" in out
     assert _sample("logowatch_ingest_records_skipped_total", source="instagram",
                    reason="video_without_thumbnail") > skipped_before
-    assert _sample("logowatch_ingest_api_wait_seconds_total", reason="throttled") > 0
+    assert _sample("logowatch_ingest_api_wait_seconds_total",
+                   reason="throttled") > throttled_before
 
 
 def test_every_pass_is_bounded_by_default_even_on_an_endless_feed(
