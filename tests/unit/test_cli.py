@@ -21,6 +21,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         ["migrate", "--revision"],
         ["services", "sideways"],
         ["services", "up", "--kafka-port", "notanumber"],
+        ["ingest", "file", "x.jsonl", "--interval", "-5"],
+        ["ingest", "file", "x.jsonl", "--interval", "nan"],
+        ["ingest", "instagram", "me", "--max-pages", "0"],
+        ["ingest", "instagram", "me", "--quiet-pages", "many"],
+        ["ingest", "instagram", "me", "--retries", "-1"],
+        ["ingest", "instagram", "me", "--pause", "inf"],
     ],
 )
 def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:
