@@ -21,9 +21,8 @@ import pytest
 import requests
 
 from tests.support.http_server import ImageServer
-from tests.support.memory_consumer import MemoryConsumer, MemoryProducer, MemoryWriter
+from tests.support.memory_consumer import assert_same_detections, worker_detections
 from tests.support.model import BRANDS
-from tests.support.pipeline import post
 from workers import keys, serve
 from workers.fetch import FetchConfig, Fetcher
 from workers.scoring import Scorer, ScorerConfig
@@ -196,33 +195,20 @@ def test_urls_go_through_the_ssrf_safe_fetcher_only(api, images, canary_server) 
 
 def test_scores_are_the_workers_for_the_same_bundle_and_images(
         api, bundle, images, image_host: ImageServer) -> None:  # type: ignore[no-untyped-def]
-    from workers.worker import Worker, WorkerConfig
-
     url, made = api
     urls = [image_host.add(f"/same{i}.jpg", body) for i, body in enumerate(images[:4])]
-    consumer = MemoryConsumer("posts", partitions=1)
-    for i, u in enumerate(urls):
-        key, value = post(f"p{i}", u)
-        consumer.produce(0, value, key)
-    writer = MemoryWriter()
-    fetcher = Fetcher(FetchConfig(allow_hosts=[image_host.host], retries=0))
-    Worker(WorkerConfig(bootstrap="memory", database_url="memory", batch_size=8,
-                        max_wait_ms=50, fetch_workers=2, commit_interval=0.0, once=True),
-           bundle, consumer=consumer, producer=MemoryProducer(), writer=writer,
-           fetcher=fetcher).run()
-    worker = {(d["post_id"], d["brand"]): (d["score"], d["present"], d["region"])
-              for d in writer.detections}
+    worker = worker_detections(bundle, urls, [image_host.host])
     assert len(worker) == 4 * len(BRANDS)
 
     # the same images by URL and as bytes, in one request
-    body = {"images": [{"id": f"p{i}", "url": u} for i, u in enumerate(urls)]}
+    body = {"images": [{"id": u, "url": u} for u in urls]}
     by_url = _post(url, made["alice"], body).json()["images"]
-    body = {"images": [{"id": f"p{i}", "content": _b64(b)} for i, b in enumerate(images[:4])]}
+    body = {"images": [{"id": u, "content": _b64(b)} for u, b in zip(urls, images, strict=False)]}
     by_bytes = _post(url, made["alice"], body).json()["images"]
     for answer in (by_url, by_bytes):
         served = {(i["id"], b["brand"]): (b["score"], b["present"], b["region"])
                   for i in answer for b in i["brands"]}
-        assert served == worker
+        assert_same_detections(served, worker)
 
 
 def test_concurrent_requests_share_one_model_batch(bundle, key_file, images) -> None:  # type: ignore[no-untyped-def]
