@@ -133,7 +133,8 @@ def test_scoring_and_the_model_list_need_an_active_key(api, key_file, images) ->
                           headers={"Authorization": f"Bearer {made['alice']}"}).json()
     (model,) = models["models"]
     assert model["brands"] == list(BRANDS) and set(model["thresholds"]) == set(BRANDS)
-    assert model["weights"]["random"] is True and model["limits"]["max_images"] == 4
+    assert model["weights"]["random"] is True and model["weights"]["digest"]
+    assert model["limits"]["max_images"] == 4
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
 
@@ -152,6 +153,7 @@ def test_malformed_bodies_are_400_with_a_json_error(api, images) -> None:  # typ
                                        {"id": "a", "content": _b64(images[1])}]}),
            400, "invalid_request")
     _error(requests.get(f"{url}/v1/classify", timeout=30), 405, "method_not_allowed")
+    _error(requests.get(f"{url}/v1/nothing", timeout=30), 404, "not_found")
 
 
 def test_body_size_and_image_count_are_413_and_the_rate_limit_429(
