@@ -254,7 +254,8 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
             out["serve_vs_bound"] = served / min(smodel, decode)
         lat = _get(r, "serve", "latency") or {}
         if lat.get("p50") and lat.get("p95"):
-            # at half load a request waits about one model batch: its latency in batch times
+            # against the time of one full model batch, the longest a lone image would
+            # wait for company under dynamic batching if the batch only closed when full
             batch_s = sbs / smodel
             out.update(serve_p50_in_batches=lat["p50"] / batch_s,
                        serve_p95_in_batches=lat["p95"] / batch_s)

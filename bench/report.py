@@ -107,8 +107,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{_f(q['serve_vs_model_bound'], 2)}"
                      + (f"; / min(model, decode) = {_f(q['serve_vs_bound'], 2)}"
                         if q.get("serve_vs_bound") is not None else "")
-                     + (f"; half-load p50/p95 = {_f(q['serve_p50_in_batches'], 1)}/"
-                        f"{_f(q['serve_p95_in_batches'], 1)} model-batch times"
+                     + (f"; half-load p50/p95 = {_f(q['serve_p50_in_batches'], 2)}/"
+                        f"{_f(q['serve_p95_in_batches'], 2)} of one full model batch's time"
                         if q.get("serve_p50_in_batches") is not None else ""))
     if r.get("errors"):
         lines += ["", "Errors: " + "; ".join(f"{k}: {v[:200]}" for k, v in r["errors"].items())]

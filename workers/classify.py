@@ -158,6 +158,8 @@ def _resume(out: Path, fmt: str, per_image: int, version: str) -> set[str]:
     try:
         rows = ([dict(zip(FIELDS, r, strict=True)) for r in csv.reader(lines[header:])]
                 if fmt == "csv" else [json.loads(line) for line in lines])
+        if not all(isinstance(r, dict) and {"image", "model_version"} <= set(r) for r in rows):
+            raise ValueError("not a classify row")
     except (ValueError, TypeError):
         raise WorkerError(f"{out} is not classify {fmt} output; pass another --out") from None
     versions = {r["model_version"] for r in rows}

@@ -247,7 +247,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "serve", "--model", str(tiny_bundle),
          "--keys-file", str(key_file[0]), "--port", str(port), "--allow-host", server.host,
-         "--batch-size", "4", "--fetch-timeout", "60"],
+         "--batch-size", "4", "--fetch-timeout", "60", "--drain-timeout", "120"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
