@@ -21,6 +21,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         ["migrate", "--revision"],
         ["services", "sideways"],
         ["services", "up", "--kafka-port", "notanumber"],
+        ["classify", "--model", "m"],
+        ["classify", "--model", "m", "--format", "xml", "photos/"],
+        ["serve", "--model", "m", "--port", "99999"],
+        ["serve", "--model", "m", "--max-images", "0"],
+        ["keys", "sideways"],
     ],
 )
 def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:
