@@ -98,6 +98,8 @@ class Scorer:
             for work in works:
                 key = next(self._ids)
                 future: Future[Scored] = Future()
+                # running: a caller that gives up (a client gone) cannot cancel it under us
+                future.set_running_or_notify_cancel()
                 self._futures[key] = future
                 futures.append(future)
                 self._queue.put(Message("score", 0, key, 0, work))
