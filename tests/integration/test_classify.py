@@ -103,3 +103,22 @@ def test_nothing_scored_is_exit_1_and_bad_input_is_one_line(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_with_tiles_each_brand_keeps_the_workers_best_tile_and_its_region(
+        tiny_bundle: Path, tmp_path: Path, synth_images, image_server: ImageServer) -> None:  # type: ignore[no-untyped-def]
+    from detector.bundle import load_bundle
+    from detector.preprocess import TileSpec
+
+    urls = [image_server.add(f"/t{i}.jpg", body) for i, (_, body) in
+            enumerate(synth_images[:3])]
+    out = tmp_path / "tiles.jsonl"
+    assert _classify("--model", str(tiny_bundle), "--tiles", "--allow-host", image_server.host,
+                     "--out", str(out), *urls) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(len(r["region"]) == 4 for r in rows if r["region"] is not None)
+    bundle = load_bundle(tiny_bundle, batch_size=8)
+    worker = worker_detections(bundle, urls, [image_server.host],
+                               tiles=bundle.tiles or TileSpec())
+    assert_same_detections({(r["image"], r["brand"]): (r["score"], r["present"], r["region"])
+                            for r in rows}, worker)

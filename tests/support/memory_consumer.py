@@ -218,8 +218,8 @@ class StubBundle:
         return 1.0 / (1.0 + np.exp(-(embeddings @ self.weights)))
 
 
-def worker_detections(bundle: Any, urls: list[str],
-                      allow: list[str]) -> dict[tuple[str, str], tuple[Any, ...]]:
+def worker_detections(bundle: Any, urls: list[str], allow: list[str],
+                      tiles: Any = None) -> dict[tuple[str, str], tuple[Any, ...]]:
     """(url, brand) → (score, present, region) as the worker stores them: the real chain,
     fetcher and bundle, with Kafka and Postgres in memory."""
     import json
@@ -235,7 +235,8 @@ def worker_detections(bundle: Any, urls: list[str],
     fetcher = Fetcher(FetchConfig(allow_hosts=allow, retries=0))
     try:
         Worker(WorkerConfig(bootstrap="memory", database_url="memory", batch_size=8,
-                            max_wait_ms=50, fetch_workers=2, commit_interval=0.0, once=True),
+                            max_wait_ms=50, fetch_workers=2, commit_interval=0.0, once=True,
+                            tiles=tiles),
                bundle, consumer=consumer, producer=MemoryProducer(), writer=writer,
                fetcher=fetcher).run()
     finally:
