@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per request (default 32)")
     p.add_argument("--max-body-bytes", type=_positive, default=32 * 1024 * 1024,
                    help="request body size (default 32 MiB)")
-    p.add_argument("--rate-limit", type=float, default=600.0,
+    p.add_argument("--rate-limit", type=_per_minute, default=600.0,
                    help="images per minute per key, with a burst of as many (default 600)")
     p.add_argument("--max-queue", type=_positive, default=256,
                    help="images admitted and not yet scored, all clients together; beyond "
@@ -57,6 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish the requests in flight on SIGTERM (default 30)")
     p.set_defaults(func=run_serve)
+
+
+def _per_minute(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
+    return value
 
 
 class ApiError(Exception):

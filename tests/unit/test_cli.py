@@ -25,6 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         ["classify", "--model", "m", "--format", "xml", "photos/"],
         ["serve", "--model", "m", "--port", "99999"],
         ["serve", "--model", "m", "--max-images", "0"],
+        ["serve", "--model", "m", "--rate-limit", "-1"],
         ["keys", "sideways"],
     ],
 )
