@@ -105,8 +105,11 @@ class Output:
         if out is None:
             self.stream: IO[str] = sys.stdout
         else:
-            self.done = _resume(out, fmt, len(brands), version)
-            self.stream = open(out, "a", newline="")  # noqa: SIM115 - closed by close()
+            try:
+                self.done = _resume(out, fmt, len(brands), version)
+                self.stream = open(out, "a", newline="")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise WorkerError(f"cannot write {out}: {exc.strerror or exc}") from None
         if fmt == "csv" and (out is None or self.stream.tell() == 0):
             self._write([dict(zip(FIELDS, FIELDS, strict=True))])
 
@@ -181,10 +184,7 @@ def _resume(out: Path, fmt: str, per_image: int, version: str) -> set[str]:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from workers.metrics import StageMetrics
-    from workers.scoring import Busy
 
     fmt = args.format or ("jsonl" if args.out and args.out.suffix in (".jsonl", ".json")
                           else "csv")
@@ -192,8 +192,31 @@ def run_classify(args: argparse.Namespace) -> int:
     if not names:
         raise WorkerError("no images found in " + " ".join(args.inputs))
     scorer = start_scorer(args, StageMetrics(), max_queue=4 * args.batch_size)
-    output = Output(args.out, fmt, scorer.bundle.brands, scorer.bundle.version)
-    todo = [n for n in names if n not in output.done]
+    try:
+        output = Output(args.out, fmt, scorer.bundle.brands, scorer.bundle.version)
+        todo = [n for n in names if n not in output.done]
+        try:
+            counts = _score_all(scorer, output, todo, progress=not args.no_progress)
+        finally:
+            output.close()
+    finally:
+        scorer.close(timeout=5)
+    skipped = len(names) - len(todo)
+    print(f"classify: {counts['ok']} scored, {counts['failed']} failed"
+          + (f", {skipped} already in {args.out}" if skipped else ""), file=sys.stderr)
+    if counts["failed"] and not counts["ok"] and not skipped:
+        print("classify: error: no image could be scored", file=sys.stderr)
+        return NONE_SCORED
+    return SOME_FAILED if counts["failed"] else 0
+
+
+def _score_all(scorer: Any, output: Output, names: list[str], *,
+               progress: bool) -> dict[str, int]:
+    """Submits as the scorer has room, writes each image as it finishes; counts ok/failed."""
+    from tqdm import tqdm
+
+    from workers.scoring import Busy
+
     counts = {"ok": 0, "failed": 0}
     pending: dict[Future[Any], str] = {}
 
@@ -204,9 +227,9 @@ def run_classify(args: argparse.Namespace) -> int:
             counts["ok" if scored.status == "ok" else "failed"] += 1
             bar.update()
 
-    bar = tqdm(total=len(todo), unit="img", disable=args.no_progress or None, file=sys.stderr)
-    try:
-        for name in todo:
+    with tqdm(total=len(names), unit="img", disable=None if progress else True,
+              file=sys.stderr) as bar:
+        for name in names:
             while True:
                 try:
                     (future,) = scorer.submit([_work(name)])
@@ -221,14 +244,4 @@ def run_classify(args: argparse.Namespace) -> int:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             finish(done)
-    finally:
-        bar.close()
-        scorer.close(timeout=5)
-        output.close()
-    skipped = len(names) - len(todo)
-    print(f"classify: {counts['ok']} scored, {counts['failed']} failed"
-          + (f", {skipped} already in {args.out}" if skipped else ""), file=sys.stderr)
-    if counts["failed"] and not counts["ok"] and not skipped:
-        print("classify: error: no image could be scored", file=sys.stderr)
-        return NONE_SCORED
-    return SOME_FAILED if counts["failed"] else 0
+    return counts

@@ -57,6 +57,7 @@ class Scorer:
     def __init__(self, bundle: Any, fetcher: Any, metrics: StageMetrics,
                  config: ScorerConfig) -> None:
         self.bundle = bundle
+        self.fetcher = fetcher
         self.metrics = metrics
         self.capacity = config.max_queue
         self.tiles = config.tiles
@@ -106,10 +107,12 @@ class Scorer:
         return futures
 
     def close(self, timeout: float | None = None) -> None:
-        """Finishes what was admitted (within ``timeout``), then stops; admits nothing new."""
+        """Finishes what was admitted (within ``timeout``), then stops and closes the
+        fetcher; admits nothing new."""
         self._closing.set()
         self._thread.join(timeout)
         self._first.close()
+        self.fetcher.close()
         with self._lock:
             for future in self._futures.values():
                 future.set_exception(Busy("shut down before this image was scored"))

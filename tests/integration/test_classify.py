@@ -98,6 +98,10 @@ def test_nothing_scored_is_exit_1_and_bad_input_is_one_line(
     assert _classify("--model", str(tiny_bundle), str(tmp_path / "missing")) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a folder" in err
+    assert _classify("--model", str(tiny_bundle), "--out", str(tmp_path / "no" / "x.csv"),
+                     str(bad)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err
     with pytest.raises(SystemExit) as exit_:
         _classify("--model", str(tiny_bundle), "--batch-size", "0", str(bad))
     assert exit_.value.code == 2

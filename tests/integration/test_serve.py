@@ -63,7 +63,6 @@ def _scorer(bundle: Any, allow: list[str], **config: Any) -> Iterator[tuple[Scor
         yield scorer, metrics
     finally:
         scorer.close(timeout=30)
-        fetcher.close()
 
 
 @contextmanager
