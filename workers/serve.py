@@ -226,7 +226,9 @@ def build_app(scorer: Any, key_store: keys.KeyStore, limits: Limits,
         started = time.perf_counter()
         try:
             name = owner(request)
-            images = _images(await _body(request, limits.max_body_bytes), limits)
+            body = await _body(request, limits.max_body_bytes)
+            # JSON and base64 of up to --max-body-bytes: off the event loop
+            images = await asyncio.to_thread(_images, body, limits)
             wait = rate.take(name, len(images))
             if wait > 0:
                 raise ApiError(429, "rate_limited",
@@ -237,7 +239,13 @@ def build_app(scorer: Any, key_store: keys.KeyStore, limits: Limits,
             except Busy as exc:
                 raise ApiError(503, "busy", f"cannot take more images now: {exc}",
                                {"Retry-After": "1"}) from None
-            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            try:
+                results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            except Busy as exc:  # shut down before these were scored
+                raise ApiError(503, "busy", str(exc), {"Retry-After": "1"}) from None
+            except Exception as exc:  # the scorer itself failed; its log has the traceback
+                raise ApiError(500, "internal_error",
+                               f"scoring failed: {type(exc).__name__}") from None
         except ApiError as exc:
             metrics.requests.labels(code=str(exc.status)).inc()
             return _error(exc.status, exc.code, str(exc), exc.headers)

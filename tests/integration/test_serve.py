@@ -178,6 +178,40 @@ def test_body_size_and_image_count_are_413_and_the_rate_limit_429(
         assert 'logowatch_serve_requests_total{code="429"} 1.0' in metrics_text
 
 
+def test_a_full_queue_is_503_and_readyz_says_so(bundle, key_file, images) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+
+    def held(handler: Any) -> None:
+        gate.wait(120)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(images[0])))
+        handler.end_headers()
+        handler.wfile.write(images[0])
+
+    server = ImageServer(routes={"/held.jpg": held}).start()
+    key = key_file[1]["alice"]
+    try:
+        with _scorer(bundle, [server.host], max_queue=1) as (scorer, metrics), \
+                _running(serve.build_app(scorer, keys.KeyStore(key_file[0]), serve.Limits(),
+                                         metrics)) as url, ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_post, url, key, {"images": [{"url": server.url("/held.jpg")}]})
+            deadline = time.monotonic() + 120
+            while "/held.jpg" not in server.requests:  # admitted, and being fetched
+                assert time.monotonic() < deadline and not first.done()
+                time.sleep(0.05)
+            refused = _post(url, key, {"images": [{"content": _b64(images[1])}]})
+            _error(refused, 503, "busy")
+            assert refused.headers["Retry-After"] == "1"
+            assert requests.get(f"{url}/readyz", timeout=30).status_code == 503
+            gate.set()
+            assert first.result(timeout=120).json()["images"][0]["status"] == "ok"
+            assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
+    finally:
+        gate.set()
+        server.stop()
+
+
 def test_urls_go_through_the_ssrf_safe_fetcher_only(api, images, canary_server) -> None:  # type: ignore[no-untyped-def]
     url, made = api
     canary_server.add("/x.jpg", images[0])
