@@ -110,6 +110,18 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _held(gate: threading.Event, body: bytes) -> Any:
+    """An image route that answers only once ``gate`` is set."""
+    def handler(request: Any) -> None:
+        gate.wait(120)
+        request.send_response(200)
+        request.send_header("Content-Type", "image/jpeg")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+    return handler
+
+
 def _error(response: requests.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -180,16 +192,7 @@ def test_body_size_and_image_count_are_413_and_the_rate_limit_429(
 
 def test_a_full_queue_is_503_and_readyz_says_so(bundle, key_file, images) -> None:  # type: ignore[no-untyped-def]
     gate = threading.Event()
-
-    def held(handler: Any) -> None:
-        gate.wait(120)
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/jpeg")
-        handler.send_header("Content-Length", str(len(images[0])))
-        handler.end_headers()
-        handler.wfile.write(images[0])
-
-    server = ImageServer(routes={"/held.jpg": held}).start()
+    server = ImageServer(routes={"/held.jpg": _held(gate, images[0])}).start()
     key = key_file[1]["alice"]
     try:
         with _scorer(bundle, [server.host], max_queue=1) as (scorer, metrics), \
@@ -264,16 +267,7 @@ def test_concurrent_requests_share_one_model_batch(bundle, key_file, images) -> 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(
         tiny_bundle: Path, key_file, images) -> None:  # type: ignore[no-untyped-def]
     gate = threading.Event()
-
-    def slow_image(handler: Any) -> None:
-        gate.wait(120)
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/jpeg")
-        handler.send_header("Content-Length", str(len(images[0])))
-        handler.end_headers()
-        handler.wfile.write(images[0])
-
-    server = ImageServer(routes={"/slow.jpg": slow_image}).start()
+    server = ImageServer(routes={"/slow.jpg": _held(gate, images[0])}).start()
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
            "LOGOWATCH_API_KEYS": "", "LOGOWATCH_KEYS_FILE": ""}
