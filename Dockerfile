@@ -24,6 +24,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
     && chmod -R a+rX /opt/logowatch
 
 USER logowatch
-EXPOSE 9751
+EXPOSE 9751 8751
 ENTRYPOINT ["logowatch"]
 CMD ["--help"]

@@ -53,7 +53,7 @@ def test_host_ports_are_unique_and_bound_to_loopback() -> None:
 
 
 def test_long_running_services_have_health_checks() -> None:
-    for name in ("kafka", "postgres", "detector", "prometheus"):
+    for name in ("kafka", "postgres", "detector", "serve", "prometheus"):
         assert "healthcheck" in SERVICES[name], name
 
 
@@ -96,3 +96,16 @@ def test_metrics_bind_every_interface_in_compose_and_prometheus_scrapes_their_po
     for name in ("detector", "ingest"):
         command = SERVICES[name]["command"]
         assert command[command.index("--metrics-port") + 1] == str(DEFAULT_PORT), name
+
+
+def test_the_scoring_api_takes_its_keys_from_the_environment_and_is_scraped() -> None:
+    from workers.serve import DEFAULT_PORT
+
+    serve = SERVICES["serve"]
+    assert serve["environment"]["LOGOWATCH_API_KEYS"].startswith("${LOGOWATCH_API_KEYS")
+    assert serve["environment"]["LOGOWATCH_SERVE_HOST"] == "0.0.0.0"
+    command = serve["command"]
+    assert command[command.index("--port") + 1] == str(DEFAULT_PORT)
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert scraped["logowatch-serve"]["static_configs"][0]["targets"] == [f"serve:{DEFAULT_PORT}"]
