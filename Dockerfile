@@ -36,6 +36,6 @@ RUN python -c "import keras; keras.applications.InceptionV3(include_top=False, w
 
 USER logowatch
 WORKDIR /home/logowatch
-EXPOSE 9751
+EXPOSE 9751 8751
 ENTRYPOINT ["logowatch"]
 CMD ["--help"]

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model-bound precisions: default (what the bundle records), "
                    "float32, float16, bfloat16")
     p.add_argument("--head-embeddings", type=int, default=d.head_embeddings)
+    p.add_argument("--serve-batch-size", type=int, default=d.serve_batch_size,
+                   help="`logowatch serve --batch-size` in the serve section")
+    p.add_argument("--serve-clients", type=int, default=d.serve_clients,
+                   help="concurrent HTTP clients in the serve section's throughput phase")
+    p.add_argument("--serve-images", type=int, default=d.serve_images,
+                   help="images scored in the serve section's throughput phase")
     p.add_argument("--partitions", type=int, default=d.partitions)
     p.add_argument("--bootstrap-servers", dest="bootstrap",
                    help="use this broker instead of starting one")

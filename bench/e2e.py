@@ -41,29 +41,20 @@ class RunSpec:
     timeout: float = 600.0
 
 
-class WorkerProcess:
-    """One `python -m workers.cli detect` child with its own metrics port (for /readyz)."""
+class Child:
+    """A `python -m workers.cli ...` child whose `/readyz` on ``port`` says it is ready."""
 
-    def __init__(self, bundle: Path, services: Services, topic: str, group: str, host: str,
-                 spec: RunSpec, log_path: Path, *, once: bool = False) -> None:
-        self.port = free_port()
-        argv = [sys.executable, "-m", "workers.cli", "detect", "--model", str(bundle),
-                "--bootstrap-servers", str(services.bootstrap),
-                "--database-url", str(services.database_url), "--topic", topic,
-                "--group", group, "--batch-size", str(spec.batch_size),
-                "--max-wait-ms", str(spec.max_wait_ms),
-                "--fetch-workers", str(spec.fetch_workers), "--allow-host", host,
-                "--metrics-port", str(self.port), "--drain-timeout", "30"]
-        if spec.tiles:
-            argv.append("--tiles")
-        if once:
-            argv.append("--once")
+    def __init__(self, argv: list[str], port: int, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = port
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-               "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               **(env or {})}
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *argv],
+                                     stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT)
         self.ready_s: float | None = None
 
@@ -81,12 +72,12 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.tail()}")
+                raise RuntimeError(f"child exited with {self.proc.returncode}: {self.tail()}")
             if self.ready():
                 self.ready_s = round(time.perf_counter() - self.started, 2)
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"worker not ready within {timeout:.0f}s: {self.tail()}")
+        raise RuntimeError(f"child not ready within {timeout:.0f}s: {self.tail()}")
 
     def peak_rss_mib(self) -> float | None:
         try:
@@ -115,6 +106,26 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class WorkerProcess(Child):
+    """One `logowatch detect` child with its own metrics port (for /readyz)."""
+
+    def __init__(self, bundle: Path, services: Services, topic: str, group: str, host: str,
+                 spec: RunSpec, log_path: Path, *, once: bool = False) -> None:
+        port = free_port()
+        argv = ["detect", "--model", str(bundle),
+                "--bootstrap-servers", str(services.bootstrap),
+                "--database-url", str(services.database_url), "--topic", topic,
+                "--group", group, "--batch-size", str(spec.batch_size),
+                "--max-wait-ms", str(spec.max_wait_ms),
+                "--fetch-workers", str(spec.fetch_workers), "--allow-host", host,
+                "--metrics-port", str(port), "--drain-timeout", "30"]
+        if spec.tiles:
+            argv.append("--tiles")
+        if once:
+            argv.append("--once")
+        super().__init__(argv, port, log_path)
 
 
 def run(spec: RunSpec, *, services: Services, bundle: Path, server: Any, logs: Path,

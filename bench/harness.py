@@ -24,8 +24,8 @@ from typing import Any
 from bench import machine
 
 log = logging.getLogger("bench")
-SECTIONS = ("model", "decode", "training", "baseline", "baseline_shipped", "e2e", "model_again",
-            "tiles", "scaling")
+SECTIONS = ("model", "decode", "training", "serve", "baseline", "baseline_shipped", "e2e",
+            "model_again", "tiles", "scaling")
 FULL_NET = "mixed10:avg"  # the 2016 prototype's embedding: the whole net, average pool
 TARGET_VS_BOUND, TARGET_VS_BASELINE = 0.85, 3.0
 TILES_PER_IMAGE = 5  # whole image + a 2x2 grid
@@ -45,6 +45,9 @@ class Settings:
     images: int = 32
     precisions: list[str] = field(default_factory=lambda: ["default"])
     head_embeddings: int = 10_000
+    serve_batch_size: int = 32
+    serve_clients: int = 8
+    serve_images: int = 256
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     bootstrap: str | None = None
     database_url: str | None = None
@@ -80,7 +83,7 @@ class Harness:
         return value
 
     def run(self) -> dict[str, Any]:
-        from bench import bounds, data, training
+        from bench import bounds, data, serve, training
 
         started = time.perf_counter()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -109,6 +112,10 @@ class Harness:
             "extraction": training.extraction(bundle, images,
                                               max(self.s.model_batch_sizes)),
             "head": training.head(self.s.head_embeddings)})
+        self.section("serve", lambda: serve.run(serve.ServeSpec(
+            self.s.serve_batch_size, self.s.serve_clients, self.s.serve_images,
+            latency_seconds=self.s.latency_seconds), bundle=bundle_path, images=images,
+            logs=work / "logs"))
         if set(self.s.sections) & {"baseline", "e2e", "tiles", "scaling"}:
             self._pipeline(work, bundle, bundle_path, images)
         self.result["ratios"] = ratios(self.result)
@@ -237,6 +244,21 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     if tiles and model and tdecode:
         tbound = min(model / TILES_PER_IMAGE, tdecode)
         out.update(tiles_per_s=tiles, tiles_bound_per_s=tbound, tiles_vs_bound=tiles / tbound)
+    served = _get(r, "serve", "images_per_s")
+    sbs = _get(r, "serve", "batch_size")
+    smodel = _get(r, "model", "default", "by_batch", str(sbs), "per_s") or _get(
+        r, "model", "default", "best_per_s")
+    if served and smodel:
+        out.update(serve_per_s=served, serve_vs_model_bound=served / smodel)
+        if decode:
+            out["serve_vs_bound"] = served / min(smodel, decode)
+        lat = _get(r, "serve", "latency") or {}
+        if lat.get("p50") and lat.get("p95"):
+            # against the time of one full model batch, the longest a lone image would
+            # wait for company under dynamic batching if the batch only closed when full
+            batch_s = sbs / smodel
+            out.update(serve_p50_in_batches=lat["p50"] / batch_s,
+                       serve_p95_in_batches=lat["p95"] / batch_s)
     two = _get(r, "scaling", "two_processes", "images_per_s")
     if two and e2e:
         out["two_vs_one_process"] = two / e2e

@@ -67,6 +67,14 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"  {name:>8} {v['batch_size']:>6} {_f(v.get('images_per_s'), 2):>9} "
                          f"{_lat(v):>24} {', '.join(map(str, v.get('peak_rss_mib', []))):>14} "
                          f"{', '.join(map(str, v.get('startup_s', []))):>10}")
+    sv = r.get("serve")
+    if sv:
+        lat = sv.get("latency") or {}
+        lines += ["", f"serve (HTTP, batch {sv['batch_size']}): {sv['clients']} clients x "
+                  f"{sv['images_per_request']} images/request: {_f(sv['images_per_s'], 2)} "
+                  f"images/s, {sv['mean_batch']} images per model batch; one-image requests "
+                  f"at {lat.get('offered_per_s')}/s: p50/p95/p99 {lat.get('p50')}/"
+                  f"{lat.get('p95')}/{lat.get('p99')} s"]
     t = r.get("training")
     if t:
         ex, hd = t["extraction"], t["head"]
@@ -93,6 +101,15 @@ def table(r: dict[str, Any]) -> str:
                          f"{_f(q['tiles_bound_per_s'], 2)} = {_f(q['tiles_vs_bound'], 2)}")
         if q.get("two_vs_one_process") is not None:
             lines.append(f"  2 processes / 1 process = {_f(q['two_vs_one_process'], 2)}")
+    if q.get("serve_vs_model_bound") is not None:
+        lines.append(f"  serve / model bound = {_f(q['serve_per_s'], 2)} / "
+                     f"{_f(q['serve_per_s'] / q['serve_vs_model_bound'], 2)} = "
+                     f"{_f(q['serve_vs_model_bound'], 2)}"
+                     + (f"; / min(model, decode) = {_f(q['serve_vs_bound'], 2)}"
+                        if q.get("serve_vs_bound") is not None else "")
+                     + (f"; half-load p50/p95 = {_f(q['serve_p50_in_batches'], 2)}/"
+                        f"{_f(q['serve_p95_in_batches'], 2)} of one full model batch's time"
+                        if q.get("serve_p50_in_batches") is not None else ""))
     if r.get("errors"):
         lines += ["", "Errors: " + "; ".join(f"{k}: {v[:200]}" for k, v in r["errors"].items())]
     lines += ["", f"total {r.get('total_seconds')} s; load average by section "

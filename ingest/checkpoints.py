@@ -10,7 +10,8 @@ upserts absorb. The tables belong to ``analytics.schema``; this module only spea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,19 @@ class Checkpoint:
 
     cursor: dict[str, Any] | None = None
     newest_at: datetime | None = None
+
+
+@contextmanager
+def _database(what: str) -> Iterator[None]:
+    """A database failure is an :class:`IngestError` of one line: a daemon logs it and tries
+    again next pass, a single run exits 1 after its summary."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise IngestError(f"checkpoint database failed ({what}): {first}") from None
 
 
 class CheckpointStore:
@@ -52,7 +66,7 @@ class CheckpointStore:
     def load(self, source_key: str) -> Checkpoint:
         from sqlalchemy import text
 
-        with self.engine.connect() as conn:
+        with _database("load"), self.engine.connect() as conn:
             row = conn.execute(
                 text("SELECT cursor, newest_at FROM ingest_checkpoints WHERE source_key = :k"),
                 {"k": source_key},
@@ -73,7 +87,7 @@ class CheckpointStore:
         ids = list(post_ids)
         if not ids:
             return set()
-        with self.engine.connect() as conn:
+        with _database("dedup"), self.engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT post_id FROM produced_posts WHERE post_id = ANY(:ids)"),
                 {"ids": ids},
@@ -86,7 +100,7 @@ class CheckpointStore:
         from sqlalchemy import text
 
         ids = list(produced)
-        with self.engine.begin() as conn:
+        with _database("commit"), self.engine.begin() as conn:
             if ids:
                 conn.execute(
                     text(

@@ -52,22 +52,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     insta.add_argument("--graph-url", default=_env("LOGOWATCH_GRAPH_URL", DEFAULT_GRAPH_URL),
                        help=f"Graph API base URL (env LOGOWATCH_GRAPH_URL; default "
                        f"{DEFAULT_GRAPH_URL})")
-    insta.add_argument("--page-size", type=int, default=50, help="media per page (max 50)")
-    insta.add_argument("--max-pages", type=int, default=None,
-                       help="pages per source per pass; the rest continues on the next pass")
-    insta.add_argument("--slowdown-at", type=float, default=75.0,
+    insta.add_argument("--page-size", type=_positive, default=50,
+                       help="media per page (max 50)")
+    insta.add_argument("--max-pages", type=_positive, default=None,
+                       help="pages per source per pass (default 100); the rest continues on "
+                       "the next pass")
+    insta.add_argument("--quiet-pages", type=_positive, default=None,
+                       help="pages in a row with nothing new that end a pass (default 3)")
+    insta.add_argument("--slowdown-at", type=_not_negative, default=75.0,
                        help="usage %% where calls start to be spaced out (default 75)")
-    insta.add_argument("--pause-at", type=float, default=95.0,
+    insta.add_argument("--pause-at", type=_not_negative, default=95.0,
                        help="usage %% where calls pause until the window frees (default 95)")
-    insta.add_argument("--max-pace", type=float, default=30.0,
+    insta.add_argument("--max-pace", type=_not_negative, default=30.0,
                        help="seconds between calls just below --pause-at (default 30)")
-    insta.add_argument("--pause", type=float, default=300.0,
+    insta.add_argument("--pause", type=_not_negative, default=300.0,
                        help="seconds to pause at --pause-at without an API estimate "
                        "(default 300)")
-    insta.add_argument("--throttle-wait", type=float, default=60.0,
+    insta.add_argument("--throttle-wait", type=_not_negative, default=60.0,
                        help="first wait after a throttling error, doubled per retry "
                        "(default 60)")
-    insta.add_argument("--retries", type=int, default=5,
+    insta.add_argument("--retries", type=_whole, default=5,
                        help="retries of a throttled or failed call (default 5)")
     _common(insta)
     insta.set_defaults(func=run_instagram)
@@ -108,10 +112,42 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default=_env("LOGOWATCH_METRICS_HOST", "127.0.0.1"),
                         help="address the metrics server binds (default 127.0.0.1; env "
                         "LOGOWATCH_METRICS_HOST)")
+    parser.add_argument("--metrics-file", default=_env("LOGOWATCH_METRICS_FILE", ""),
+                        help="also write the metrics here (Prometheus text format, for "
+                        "node_exporter's textfile collector) when the run starts and ends "
+                        "(env LOGOWATCH_METRICS_FILE)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="one pass, then exit (default)")
-    when.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+    when.add_argument("--interval", type=_seconds, default=None, metavar="SECONDS",
                       help="poll the source again every SECONDS until SIGTERM/SIGINT")
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if _whole(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    if _not_negative(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return float(text)
 
 
 def _port(text: str) -> int:
@@ -137,7 +173,7 @@ def run_urls(args: argparse.Namespace) -> int:
 def run_instagram(args: argparse.Namespace) -> int:
     from ingest.errors import IngestError
     from ingest.graph import Backoff, GraphClient, guard_logs
-    from ingest.instagram import InstagramSource
+    from ingest.instagram import MAX_PAGES, QUIET_PAGES, InstagramSource
     from ingest.pipeline import interruptible_sleep
 
     token = os.environ.get("INSTAGRAM_ACCESS_TOKEN", "").strip()
@@ -163,7 +199,8 @@ def run_instagram(args: argparse.Namespace) -> int:
             for edge in edges if args.kind == "hashtag" else ["recent"]:
                 out.append(InstagramSource(client, args.ig_user_id, args.kind, target,
                                            edge=edge, page_size=args.page_size,
-                                           max_pages=args.max_pages))
+                                           max_pages=args.max_pages or MAX_PAGES,
+                                           quiet_pages=args.quiet_pages or QUIET_PAGES))
         return out
 
     try:
@@ -174,8 +211,6 @@ def run_instagram(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, name: str,
          make_sources: Callable[[threading.Event], Sequence[Any]]) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from ingest import metrics
     from ingest.checkpoints import CheckpointStore
     from ingest.errors import IngestError
@@ -185,6 +220,7 @@ def _run(args: argparse.Namespace, name: str,
     stop = threading.Event()
     sources = make_sources(stop)  # validates arguments before anything connects
     metrics.serve(args.metrics_port, args.metrics_host)
+    metrics.write(args.metrics_file)  # a path that cannot be written fails before any work
     store = None if args.no_checkpoint else CheckpointStore(args.database_url)
     producer = None
     restore_signals = install_signal_handlers(stop)
@@ -192,9 +228,6 @@ def _run(args: argparse.Namespace, name: str,
         producer = RecordProducer(args.bootstrap_servers, args.topic,
                                   compression=args.compression, **kafka_security_from_env())
         summary = Pipeline(producer, store, stop).run(sources, args.interval)
-    except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise IngestError(f"checkpoint database failed: {first}") from None
     finally:
         restore_signals()
         if producer is not None:
@@ -202,4 +235,9 @@ def _run(args: argparse.Namespace, name: str,
         if store is not None:
             store.close()
     print(f"ingest {name}: {summary.line()}", flush=True)
+    metrics.write(args.metrics_file)
+    # After the summary, so what was produced before a failure is shown. A daemon's failed
+    # passes were logged and retried; only one that no pass can fix (fatal) is its exit code.
+    if summary.fatal or (summary.failed_passes and args.interval is None):
+        raise IngestError(summary.error)
     return summary.exit_code

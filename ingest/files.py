@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 FIELDS = ("post_id", "source", "image_url", "caption", "author", "posted_at", "permalink",
           "extra")
 BATCH = 1000
+MAX_LINE = 1 << 20  # bytes: a longer line (or CSV record) is one bad line, never a stopped file
+MAX_RECORD_LINES = 100  # lines one quoted CSV cell may span
 
 
 def url_post_id(url: str) -> str:
@@ -110,10 +112,9 @@ class FileSource:
             return str(exc)
 
     def _jsonl(self, stream: IO[bytes]) -> Iterator[tuple[int, PostRecord | str]]:
-        for line_no, raw in enumerate(stream, start=1):
-            text = _decode(raw, line_no)
-            if text is None:
-                yield line_no, "not UTF-8"
+        for line_no, text, problem in _lines(stream):
+            if problem:
+                yield line_no, problem
                 continue
             if not text.strip():
                 continue
@@ -129,39 +130,39 @@ class FileSource:
             yield line_no, self._build(obj)
 
     def _csv(self, stream: IO[bytes]) -> Iterator[tuple[int, PostRecord | str]]:
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.DictReader(text)
-        header = reader.fieldnames or []
+        rows = _csv_rows(_lines(stream))
+        first = next(rows, None)
+        if first is None:
+            return  # an empty file has nothing to produce, like an empty JSONL file
+        line_no, header = first
+        if isinstance(header, str):
+            raise IngestError(f"{self._name} line {line_no}: unreadable CSV header ({header})")
         unknown = [h for h in header if h not in FIELDS]
         if unknown:
             raise IngestError(f"{self._name}: unknown CSV column(s) {', '.join(unknown)}; "
                               f"expected some of {', '.join(FIELDS)}")
         if "image_url" not in header:
             raise IngestError(f"{self._name}: the CSV header has no image_url column")
-        try:
-            for row in reader:
-                line_no = reader.line_num
-                if None in row:
-                    yield line_no, "more cells than header columns"
+        for line_no, row in rows:
+            if isinstance(row, str):
+                yield line_no, row
+                continue
+            if len(row) > len(header):
+                yield line_no, "more cells than header columns"
+                continue
+            fields: dict[str, Any] = dict(zip(header, row, strict=False))
+            if fields.get("extra"):
+                try:
+                    fields["extra"] = json.loads(fields["extra"])
+                except ValueError:
+                    yield line_no, "extra: is not JSON"
                     continue
-                fields: dict[str, Any] = dict(row)
-                if fields.get("extra"):
-                    try:
-                        fields["extra"] = json.loads(fields["extra"])
-                    except ValueError:
-                        yield line_no, "extra: is not JSON"
-                        continue
-                yield line_no, self._build(fields)
-        except csv.Error as exc:
-            yield reader.line_num, f"unreadable CSV ({exc}); the rest of the file is skipped"
-        finally:
-            text.detach()
+            yield line_no, self._build(fields)
 
     def _urls(self, stream: IO[bytes]) -> Iterator[tuple[int, PostRecord | str]]:
-        for line_no, raw in enumerate(stream, start=1):
-            text = _decode(raw, line_no)
-            if text is None:
-                yield line_no, "not UTF-8"
+        for line_no, text, problem in _lines(stream):
+            if problem:
+                yield line_no, problem
                 continue
             url = text.strip()
             if not url or url.startswith("#"):
@@ -169,10 +170,66 @@ class FileSource:
             yield line_no, self._build({"image_url": url})
 
 
-def _decode(raw: bytes, line_no: int) -> str | None:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text.removeprefix("\ufeff") if line_no == 1 else text
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str, str]]:
+    """``(number, text, problem)`` per physical line; a line that cannot be used has an empty
+    text and says why. A line longer than ``MAX_LINE`` is read past, never held whole."""
+    line_no = 0
+    while raw := stream.readline(MAX_LINE + 1):
+        line_no += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(MAX_LINE)
+            yield line_no, "", f"longer than {MAX_LINE // 1024} KiB"
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield line_no, "", "not UTF-8"
+            continue
+        if "\x00" in text:
+            yield line_no, "", "contains a NUL byte"
+            continue
+        yield line_no, text.removeprefix("\ufeff") if line_no == 1 else text, ""
 
+
+def _csv_rows(lines: Iterator[tuple[int, str, str]]) -> Iterator[tuple[int, list[str] | str]]:
+    """CSV rows (or why a line is not one), numbered by the line each starts on.
+
+    A quoted cell may span lines (a caption with line breaks), up to ``MAX_RECORD_LINES`` lines
+    and ``MAX_LINE`` bytes. A quote that never closes within that, or a record that is not
+    valid CSV, costs its first line only: the lines it took in are read again as rows.
+    """
+    again: deque[tuple[int, str, str]] = deque()
+
+    def take() -> tuple[int, str, str] | None:
+        return again.popleft() if again else next(lines, None)
+
+    while (line := take()) is not None:
+        line_no, text, problem = line
+        if problem:
+            yield line_no, problem
+            continue
+        if not text.strip():
+            continue
+        taken = [line]
+        record = text
+        while record.count('"') % 2 and len(taken) < MAX_RECORD_LINES and len(record) <= MAX_LINE:
+            following = take()
+            if following is None:
+                break
+            taken.append(following)
+            if following[2]:
+                break
+            record += following[1]
+        rows = None
+        if not record.count('"') % 2 and len(record) <= MAX_LINE:
+            try:
+                rows = list(csv.reader(io.StringIO(record, newline=""), strict=True))
+            except csv.Error:
+                rows = None
+        if rows is not None and len(rows) == 1:
+            yield line_no, rows[0]
+            continue
+        again.extendleft(reversed(taken[1:]))
+        yield line_no, ("a quote that is never closed" if len(taken) > 1 or record.count('"') % 2
+                        else "not valid CSV (a quote inside a cell?)")

@@ -3,8 +3,10 @@
 Meta throttles an app that ignores its usage headers, and a throttled app stays locked out for
 minutes to hours. So every response's ``X-App-Usage`` / ``X-Business-Use-Case-Usage`` is read,
 the client slows down as usage climbs and pauses before it hits 100%, and the throttling error
-codes (and HTTP 429) mean "wait and retry", never "give up". An invalid or expired token is the
-one failure no wait can fix: it is fatal, with a message saying what to do.
+codes (and HTTP 429) mean "wait and retry", never "give up"; so do outages and pages that are
+not a whole JSON object (an HTML error page or a cut body answered with 200). An invalid or
+expired token or a missing permission is the failure no wait can fix (:class:`AccessError`):
+it is fatal, with a message saying what to do.
 
 The access token travels as a query parameter (that is what the API documents), so everything
 that could print a URL (exception texts, urllib3's debug log) goes through :func:`redact`.
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 import requests
 
@@ -37,16 +40,21 @@ TOKEN_CODES = frozenset({190, 102})
 PERMISSION_CODES = frozenset({3, 10, *range(200, 300)})
 
 
-class TokenError(IngestError):
-    """The access token is invalid, expired or revoked: no retry can help."""
-
-
 class GraphApiError(IngestError):
-    """The API refused a request for a reason that waiting will not change."""
+    """A request failed: the API refused it, or kept failing through every retry."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AccessError(GraphApiError):
+    """The token may not read this (revoked, expired, missing permission): no later pass can
+    succeed, so this is the one Graph API failure that ends a daemon."""
+
+
+class TokenError(AccessError):
+    """The access token is invalid, expired or revoked."""
 
 
 class Stopped(Exception):
@@ -64,6 +72,7 @@ class Backoff:
     throttled: float = 60.0  # first wait after a throttling error, doubled per retry
     max_wait: float = 3600.0
     retries: int = 5
+    usage_ttl: float = 300.0  # a usage reading older than this is forgotten (headers come and go)
 
     def pace(self, usage: float, regain_minutes: float = 0.0) -> float:
         """Seconds to wait before the next call, given the highest usage percentage seen."""
@@ -124,10 +133,18 @@ def _max_percent(entry: Mapping[str, Any]) -> float:
     return max((float(v) for v in values if isinstance(v, int | float)), default=0.0)
 
 
+_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s\"'<>]+", re.IGNORECASE)
+
+
 def redact(text: str, secret: str | None) -> str:
-    """Remove the token from any text that may be shown or logged."""
+    """Remove the token from text that may be shown or logged: the raw token, every URL
+    encoding of it (either hex case), and any ``access_token=`` value in a query string."""
+    text = _QUERY_TOKEN.sub(r"\1***", text)
     if secret:
-        text = text.replace(secret, "***")
+        spellings = {secret, quote(secret), quote(secret, safe=""), quote_plus(secret),
+                     quote_plus(secret, safe="")}
+        pattern = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+        text = re.sub(pattern, "***", text, flags=re.IGNORECASE)
     return text
 
 
@@ -140,8 +157,9 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.secret in message:
-            record.msg = message.replace(self.secret, "***")
+        clean = redact(message, self.secret)
+        if clean != message:
+            record.msg = clean
             record.args = None
         return True
 
@@ -172,6 +190,7 @@ class GraphClient:
         *,
         backoff: Backoff | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
         timeout: float = 30.0,
     ) -> None:
@@ -181,74 +200,88 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self.backoff = backoff or Backoff()
         self.sleep = sleep
+        self.clock = clock
         self.session = session or requests.Session()
         self.timeout = timeout
         self.usage = Usage()
+        self._usage_at = 0.0
+        self.requests = 0  # requests sent, retries included
         self.waits: list[float] = []  # every wait taken, for logs and tests
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """GET ``path`` (relative to the base URL, or a ``paging.next`` URL) as JSON."""
+        """GET ``path`` (relative to the base URL, or a ``paging.next`` URL) as a JSON object.
+
+        Throttling, 5xx, network errors and pages that are not a whole JSON object (an HTML
+        error page or a truncated body with status 200) are retried with back-off; after
+        ``retries`` it raises :class:`GraphApiError`. Token and permission errors raise
+        :class:`AccessError` at once.
+        """
         url, query = self._url(path, params or {})
+        endpoint = _label(urlsplit(url).path.rsplit("/", 1)[-1] or "/")
         attempt = 0
         while True:
-            self._wait(self.backoff.pace(self.usage.percent, self.usage.regain_minutes),
-                       f"usage at {self.usage.percent:.0f}%")
-            endpoint = urlsplit(url).path.rsplit("/", 1)[-1] or "/"
-            metrics.API_CALLS.labels(endpoint=_label(endpoint)).inc()
+            self._pace()
+            metrics.API_CALLS.labels(endpoint=endpoint).inc()
+            self.requests += 1
             try:
                 response = self.session.get(url, params={**query, "access_token": self._token},
                                             timeout=self.timeout)
+                self._record_usage(response.headers)
+                body, code, subcode, message = _answer(response)
             except requests.RequestException as exc:
                 metrics.API_ERRORS.labels(code="network").inc()
-                reason = redact(str(exc), self._token)
-                if attempt >= self.backoff.retries:
-                    raise IngestError(f"Graph API unreachable: {reason}") from None
-                self._wait(self.backoff.after_throttle(attempt), f"network error: {reason}")
+                failure = f"Graph API unreachable: {redact(str(exc), self._token)}"
+                self._retry_or_raise(attempt, failure, None, "network")
                 attempt += 1
                 continue
-            self._record_usage(response.headers)
-            if response.status_code == 200:
-                try:
-                    body = response.json()
-                except ValueError:
-                    raise GraphApiError("Graph API answered 200 with a body that is not JSON")\
-                        from None
-                if isinstance(body, dict):
-                    return body
-                raise GraphApiError("Graph API answered with JSON that is not an object")
-            code, subcode, message = _error_of(response)
-            metrics.API_ERRORS.labels(code=str(code if code is not None else response.status_code)
-                                      ).inc()
+            if body is not None:
+                return body
+            status = response.status_code
+            label = str(code) if code is not None else ("bad_page" if status == 200 else
+                                                        str(status))
+            metrics.API_ERRORS.labels(code=label).inc()
             message = redact(message, self._token)
-            if code in TOKEN_CODES or (response.status_code == 401 and code is None):
+            if code in TOKEN_CODES or (status == 401 and code is None):
                 raise TokenError(
                     f"the Instagram access token is invalid or expired (code {code}"
                     f"{f', subcode {subcode}' if subcode else ''}: {message}); get a new "
                     "long-lived token and set INSTAGRAM_ACCESS_TOKEN (see docs/ingest.md)"
                 )
             if code in PERMISSION_CODES:
-                raise GraphApiError(
+                raise AccessError(
                     f"permission denied (code {code}: {message}); check the token's permissions "
                     "and the app's Instagram Public Content Access feature (see docs/ingest.md)",
                     code,
                 )
-            retryable = (
-                code in THROTTLE_CODES or code in TRANSIENT_CODES
-                or response.status_code == 429 or response.status_code >= 500
-            )
-            if not retryable:
-                raise GraphApiError(f"Graph API error {code} ({response.status_code}): {message}",
-                                    code)
-            if attempt >= self.backoff.retries:
-                raise GraphApiError(f"still throttled or failing after {attempt + 1} tries "
-                                    f"(code {code}, HTTP {response.status_code}): {message}", code)
-            wait = self.backoff.after_throttle(attempt, self.usage.regain_minutes)
-            self._wait(wait, f"throttled (code {code}, HTTP {response.status_code})")
+            if code in THROTTLE_CODES or status == 429:
+                failure, reason = f"still throttled (code {code}, HTTP {status}): {message}", \
+                    "throttled"
+            elif code in TRANSIENT_CODES or status >= 500 or status == 200:
+                failure, reason = f"Graph API unavailable (HTTP {status}): {message}", "unavailable"
+            else:
+                raise GraphApiError(f"Graph API error {code} (HTTP {status}): {message}", code)
+            self._retry_or_raise(attempt, failure, code, reason)
             attempt += 1
+
+    def _retry_or_raise(self, attempt: int, failure: str, code: int | None, reason: str) -> None:
+        if attempt >= self.backoff.retries:
+            raise GraphApiError(f"{failure} (gave up after {attempt + 1} tries)", code)
+        self._wait(self.backoff.after_throttle(attempt, self.usage.regain_minutes), reason,
+                   failure)
+
+    def _pace(self) -> None:
+        if self.usage.by_header and self.clock() - self._usage_at >= self.backoff.usage_ttl:
+            self._set_usage(Usage())  # an old reading says nothing about the window now
+        wait = self.backoff.pace(self.usage.percent, self.usage.regain_minutes)
+        self._wait(wait, "pause" if self.usage.percent >= self.backoff.pause_at else "pace",
+                   f"usage at {self.usage.percent:.0f}%")
 
     def _url(self, path: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if path.startswith(("http://", "https://")):
-            parts = urlsplit(path)
+            parts, base = urlsplit(path), urlsplit(self.base_url)
+            if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+                # The token goes with every request: never to a host the user did not name.
+                raise GraphApiError(f"refusing a paging link to another host ({parts.netloc})")
             query = {k: v for k, v in parse_qsl(parts.query) if k != "access_token"}
             query.update(params)
             return urlunsplit((*parts[:3], "", "")), query
@@ -257,14 +290,19 @@ class GraphClient:
     def _record_usage(self, headers: Mapping[str, str]) -> None:
         usage = parse_usage(headers)
         if usage.by_header:
-            self.usage = usage
-            for header, percent in usage.by_header.items():
-                metrics.RATE_LIMIT_USAGE.labels(header=header).set(percent)
+            self._set_usage(usage)
+            self._usage_at = self.clock()
 
-    def _wait(self, seconds: float, why: str) -> None:
+    def _set_usage(self, usage: Usage) -> None:
+        self.usage = usage
+        for header in ("app", "business_use_case"):
+            metrics.RATE_LIMIT_USAGE.labels(header=header).set(usage.by_header.get(header, 0.0))
+
+    def _wait(self, seconds: float, reason: str, why: str) -> None:
         if seconds <= 0:
             return
         self.waits.append(seconds)
+        metrics.API_WAIT_SECONDS.labels(reason=reason).inc(seconds)
         log.info("waiting %.1f s before the next Graph API call: %s", seconds, why)
         self.sleep(seconds)
 
@@ -272,15 +310,28 @@ class GraphClient:
         return f"GraphClient(base_url={self.base_url!r})"
 
 
-def _error_of(response: requests.Response) -> tuple[int | None, int | None, str]:
+def _answer(response: requests.Response
+            ) -> tuple[dict[str, Any] | None, int | None, int | None, str]:
+    """``(body, None, None, "")`` for a good page, else ``(None, code, subcode, message)``.
+
+    Reading the body may raise a network error (a connection cut mid-body): the caller
+    retries those like any other.
+    """
     try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code == 200:
+        if isinstance(body, dict):
+            return body, None, None, ""
+        kind = "a JSON object" if body is not None else "JSON (an HTML page or a cut body?)"
+        return None, None, None, f"a 200 answer that is not {kind}"
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
     subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
     message = str(error.get("message") or response.reason or "no message")[:300]
-    return code, subcode, message
+    return None, code, subcode, message
 
 
 def _label(endpoint: str) -> str:

@@ -1,10 +1,10 @@
 """Instagram Graph API sources: a hashtag's media, a business account's media, our own media.
 
 Each API page becomes one batch, so the checkpoint moves page by page: a restart resumes at the
-saved ``after`` cursor, and once a pass reaches the newest timestamp of the previous pass on a
-newest-first edge it stops paging (the rest was produced before). Carousels become one record
-per child image (``<media id>:<index>``) and videos their thumbnail, because the detector scores
-still images.
+saved ``paging.next`` link. Media are known by id (``produced_posts``), never by time: edges are
+not reliably in time order and media are indexed late, so a pass reads on until several pages in
+a row hold nothing new. Carousels become one record per child image (``<media id>:<index>``)
+and videos their thumbnail, because the detector scores still images.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from ingest.checkpoints import Checkpoint
 from ingest.errors import IngestError
-from ingest.graph import GraphApiError, GraphClient
+from ingest.graph import GraphApiError, GraphClient, redact
 from ingest.pipeline import Batch
 from ingest.records import PostRecord, RecordError, build
 
@@ -38,6 +38,8 @@ KINDS = ("hashtag", "user", "me")
 EDGES = ("recent", "top")
 _HASHTAG = re.compile(r"^\w{1,100}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
+MAX_PAGES = 100  # per source per pass: an endless or cycling feed still ends each pass
+QUIET_PAGES = 3  # pages in a row with nothing new that end a pass
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -108,8 +110,7 @@ def media_to_records(
 @dataclass
 class Page:
     items: list[dict[str, Any]]
-    after: str | None
-    has_more: bool
+    next: str | None  # what fetches the next page: a paging.next URL, or a discovery cursor
 
 
 class InstagramSource:
@@ -118,8 +119,8 @@ class InstagramSource:
     label = "instagram"
 
     def __init__(self, client: GraphClient, ig_user_id: str, kind: str, target: str = "",
-                 *, edge: str = "recent", page_size: int = 50,
-                 max_pages: int | None = None) -> None:
+                 *, edge: str = "recent", page_size: int = 50, max_pages: int = MAX_PAGES,
+                 quiet_pages: int = QUIET_PAGES) -> None:
         if kind not in KINDS or edge not in EDGES:
             raise IngestError(f"unknown Instagram source {kind}/{edge}")
         if not ig_user_id or not ig_user_id.isdigit():
@@ -136,69 +137,73 @@ class InstagramSource:
         self.target = target.lower() if kind == "hashtag" else target
         self.edge = edge
         self.page_size = max(1, min(page_size, 50))  # hashtag edges allow at most 50
-        self.max_pages = max_pages
+        self.max_pages = max(1, max_pages)
+        self.quiet_pages = max(1, quiet_pages)
         self.key = f"instagram:{kind}:{self.target}" + (f":{edge}" if kind == "hashtag" else "")
         self._hashtag_id: str | None = None
 
-    @property
-    def newest_first(self) -> bool:
-        """Top media are ranked by popularity, not time, so no timestamp boundary applies."""
-        return not (self.kind == "hashtag" and self.edge == "top")
-
     def batches(self, start: Checkpoint) -> Iterator[Batch]:
+        """One batch per page; the pipeline sets each batch's ``new`` before the next page.
+
+        No edge is trusted to be in time order (Meta says ``recent_media`` is not) and no
+        cursor to move (its ``after`` is the same on every page), so a pass ends at the last
+        page, after ``quiet_pages`` pages in a row where nothing was new, or at ``max_pages``
+        (the saved ``next`` link continues there next pass). Media are new by id, not by time.
+        """
         cursor = start.cursor or {}
-        after = cursor.get("after") if isinstance(cursor.get("after"), str) else None
-        pass_newest = parse_timestamp(cursor.get("pass_newest"))
-        boundary = start.newest_at if self.newest_first else None
-        pages = 0
+        resume = cursor.get("next") if isinstance(cursor.get("next"), str) else None
+        newest = start.newest_at
+        pages = quiet = 0
         while True:
             try:
-                page = self._fetch(after)
+                page = self._fetch(resume)
             except GraphApiError as exc:
-                if after is None or pages or exc.code != 100:
+                if resume is None or pages or exc.code != 100:
                     raise
-                log.warning("%s: the saved cursor was refused (%s); starting from the top",
+                log.warning("%s: the saved paging link was refused (%s); starting from the top",
                             self.key, exc)
-                after = None
+                resume = None
                 continue
             pages += 1
             batch = Batch(records=[], skipped=Counter())
-            reached = False
+            unseen_skips = 0
             for item in page.items:
                 posted = parse_timestamp(item.get("timestamp"))
-                if boundary and posted and posted < boundary:
-                    reached = True  # older than what the last pass covered
-                    continue
-                if posted and (pass_newest is None or posted > pass_newest):
-                    pass_newest = posted
                 records, skipped = media_to_records(item, self.key, self._author)
                 batch.records += records
                 batch.skipped += skipped
-            more = page.has_more and not reached and page.after is not None
-            if more:
-                batch.checkpoint = Checkpoint(
-                    {"after": page.after,
-                     "pass_newest": pass_newest.isoformat() if pass_newest else None},
-                    start.newest_at,
-                )
-            else:
-                newest = max((t for t in (pass_newest, start.newest_at) if t), default=None)
-                batch.checkpoint = Checkpoint(None, newest)
+                if skipped and not records and (start.newest_at is None or posted is None
+                                                or posted > start.newest_at):
+                    unseen_skips += 1  # never produced, so only its time says it is not new
+                if posted and (newest is None or posted > newest):
+                    newest = posted
+            more = page.next is not None
+            batch.checkpoint = Checkpoint({"next": page.next} if more else None, newest)
             yield batch
-            if not more or (self.max_pages and pages >= self.max_pages):
+            quiet = 0 if batch.new or unseen_skips else quiet + 1
+            if not more:
                 return
-            after = page.after
+            if quiet >= self.quiet_pages:
+                log.info("%s: %d pages in a row held nothing new; this pass is done",
+                         self.key, quiet)
+                yield Batch(records=[], checkpoint=Checkpoint(None, newest))
+                return
+            if pages >= self.max_pages:
+                log.warning("%s: stopped at the page limit (%d); the next pass continues there",
+                            self.key, self.max_pages)
+                return
+            resume = page.next
 
     @property
     def _author(self) -> str | None:
         return self.target if self.kind == "user" else None
 
-    def _fetch(self, after: str | None) -> Page:
+    def _fetch(self, resume: str | None) -> Page:
         if self.kind == "user":
-            return self._business_discovery(after)
+            return self._business_discovery(resume)
+        if resume:
+            return _page(self.client.get(resume), self.kind)
         params: dict[str, Any] = {"limit": self.page_size}
-        if after:
-            params["after"] = after
         if self.kind == "me":
             params["fields"] = MEDIA_FIELDS
             body = self.client.get(f"{self.ig_user_id}/media", params)
@@ -229,10 +234,15 @@ class InstagramSource:
 
 
 def _page(body: dict[str, Any], kind: str) -> Page:
-    items = [i for i in body.get("data") or [] if isinstance(i, dict)]
-    paging = body.get("paging") or {}
-    after = (paging.get("cursors") or {}).get("after")
-    after = after if isinstance(after, str) and after else None
-    # Business discovery pages by field expansion, so it may carry a cursor but no ``next``.
-    has_more = bool(items) and (bool(paging.get("next")) or (kind == "user" and bool(after)))
-    return Page(items, after, has_more)
+    data = body.get("data")
+    items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
+    paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
+    link = paging.get("next")
+    if kind == "user":
+        # Business discovery pages by field expansion, ``media.after(CURSOR)``: it may carry a
+        # cursor but no ``next``.
+        cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
+        after = cursors.get("after")
+        return Page(items, after if isinstance(after, str) and after and items else None)
+    # The link carries the token; the client adds its own, so it is never saved in checkpoints.
+    return Page(items, redact(link, None) if isinstance(link, str) and link else None)

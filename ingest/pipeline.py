@@ -19,7 +19,8 @@ from typing import Protocol
 
 from ingest import metrics
 from ingest.checkpoints import Checkpoint, CheckpointStore
-from ingest.graph import Stopped
+from ingest.errors import IngestError
+from ingest.graph import AccessError, Stopped
 from ingest.producer import RecordProducer
 from ingest.records import PostRecord
 
@@ -37,6 +38,7 @@ class Batch:
     skipped: Counter[str] = field(default_factory=Counter)  # reason → count, not produced
     bad_lines: int = 0  # invalid input lines (file sources); they decide exit code 3
     checkpoint: Checkpoint | None = None  # saved only once every record here is delivered
+    new: int = 0  # set by the pipeline once handled: records that were not known before
 
 
 class Source(Protocol):
@@ -49,17 +51,23 @@ class Source(Protocol):
 @dataclass
 class Summary:
     produced: int = 0
-    skipped: int = 0
-    duplicates: int = 0
+    known: int = 0  # produced before (an earlier run, or earlier in this one)
     failed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason → records not produced
     bad_lines: int = 0
     seconds: float = 0.0
     stopped: bool = False
+    failed_passes: int = 0  # passes that ended in an error (a daemon tries again)
+    error: str = ""  # the last such error
+    fatal: bool = False  # a failure no later pass can fix (token, permission)
 
     def add(self, other: Summary) -> None:
-        for name in ("produced", "skipped", "duplicates", "failed", "bad_lines", "seconds"):
+        for name in ("produced", "known", "failed", "bad_lines", "seconds", "failed_passes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped += other.skipped
+        self.error = other.error or self.error
         self.stopped = self.stopped or other.stopped
+        self.fatal = self.fatal or other.fatal
 
     @property
     def exit_code(self) -> int:
@@ -71,8 +79,14 @@ class Summary:
 
     def line(self) -> str:
         rate = self.produced / self.seconds if self.seconds > 0 else 0.0
-        text = (f"produced {self.produced}, skipped {self.skipped}, duplicates {self.duplicates}, "
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped.items()))
+        seen = self.produced + self.known + sum(self.skipped.values()) + self.failed
+        text = (f"seen {seen}: produced {self.produced}, known {self.known}, "
+                f"skipped {sum(self.skipped.values())}{f' ({reasons})' if reasons else ''}, "
                 f"failed {self.failed} in {self.seconds:.1f} s ({rate:.0f} records/s)")
+        if self.failed_passes:
+            n = self.failed_passes
+            text += f"; {n} pass{'es' if n > 1 else ''} failed, the last: {self.error}"
         return text + (" (stopped early)" if self.stopped else "")
 
 
@@ -89,9 +103,9 @@ class Pipeline:
         """One pass over one source, resuming from its checkpoint."""
         summary = Summary()
         started = time.monotonic()
-        start = self.store.load(source.key) if self.store else Checkpoint()
         seen: set[str] = set()
         try:
+            start = self.store.load(source.key) if self.store else Checkpoint()
             for batch in source.batches(start):
                 self._handle(source, batch, seen, summary)
                 if summary.failed:
@@ -103,18 +117,27 @@ class Pipeline:
                     break
         except Stopped:
             summary.stopped = True
+        except IngestError as exc:  # what was delivered before it stays recorded
+            summary.failed_passes, summary.error = 1, str(exc)
+            summary.fatal = isinstance(exc, AccessError)
         summary.seconds = time.monotonic() - started
         return summary
 
     def run(self, sources: Sequence[Source], interval: float | None = None) -> Summary:
-        """Pass over every source once, or every ``interval`` seconds until stopped."""
+        """Pass over every source once, or every ``interval`` seconds until stopped.
+
+        A failed pass (a page that stayed bad through every retry, an unreachable API, records
+        Kafka did not take) is logged and tried again next interval; only a failure no later
+        pass can fix (the token or a permission) ends a daemon.
+        """
         total = Summary()
         while True:
             for source in sources:
                 summary = self.run_source(source)
-                log.info("%s: %s", source.key, summary.line())
+                (log.error if summary.failed_passes else log.info)("%s: %s", source.key,
+                                                             summary.line())
                 total.add(summary)
-                if self.stop.is_set() or summary.failed:
+                if self.stop.is_set() or summary.fatal or (interval is None and summary.failed):
                     total.stopped = self.stop.is_set()
                     return total
             if interval is None or self.stop.wait(interval):
@@ -124,7 +147,7 @@ class Pipeline:
     def _handle(self, source: Source, batch: Batch, seen: set[str], summary: Summary) -> None:
         for reason, count in batch.skipped.items():
             metrics.RECORDS_SKIPPED.labels(source=source.label, reason=reason).inc(count)
-        summary.skipped += sum(batch.skipped.values())
+        summary.skipped += batch.skipped
         summary.bad_lines += batch.bad_lines
 
         fresh: list[PostRecord] = []
@@ -134,11 +157,11 @@ class Pipeline:
                 fresh.append(record)
         done = self.store.already_produced(r.post_id for r in fresh) if self.store else set()
         todo = [r for r in fresh if r.post_id not in done]
-        duplicates = len(batch.records) - len(todo)
-        if duplicates:
-            metrics.RECORDS_SKIPPED.labels(source=source.label, reason="duplicate").inc(
-                duplicates)
-        summary.duplicates += duplicates
+        batch.new = len(todo)
+        known = len(batch.records) - len(todo)
+        if known:
+            metrics.RECORDS_SKIPPED.labels(source=source.label, reason="known").inc(known)
+        summary.known += known
 
         delivery = self.producer.send_batch(todo) if todo else None
         delivered = delivery.delivered if delivery else []

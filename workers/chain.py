@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from workers import stages
-from workers.metrics import Health, WorkerMetrics
+from workers.metrics import Health, StageMetrics, WorkerMetrics
 from workers.offsets import OffsetTracker
 from workers.sink import DatabaseStage
 from workers.strategy import BatchStep, RunInThreads, Sink
@@ -29,12 +29,23 @@ def build_chain(config: Any, bundle: Any, metrics: WorkerMetrics, *, fetcher: An
                              window=c.dlq_window, max_ratio=c.dlq_max_ratio)
     done = Sink(tracker.finished_batch, commit)
     write = RunInThreads(database, done, workers=1, max_pending=2, name="db")
-    infer = RunInThreads(partial(stages.infer, bundle=bundle, metrics=metrics),
-                         write, workers=1, max_pending=2, name="model")
-    batch = BatchStep(infer, size=c.batch_size, max_wait=c.max_wait_ms / 1000)
-    fetch = RunInThreads(
-        partial(stages.fetch_and_prepare, fetcher=fetcher, size=bundle.input_size,
-                tiles=c.tiles, max_pixels=c.max_pixels, metrics=metrics),
-        batch, workers=c.fetch_workers, max_pending=c.max_inflight, name="fetch",
-    )
+    fetch = scoring_steps(write, bundle, metrics, fetcher=fetcher, tiles=c.tiles,
+                          batch_size=c.batch_size, max_wait=c.max_wait_ms / 1000,
+                          fetch_workers=c.fetch_workers, max_inflight=c.max_inflight,
+                          max_pixels=c.max_pixels)
     return stages.ParseStep(dead_letters, fetch), database
+
+
+def scoring_steps(next_step: Any, bundle: Any, metrics: StageMetrics, *, fetcher: Any,
+                  tiles: Any, batch_size: int, max_wait: float, fetch_workers: int,
+                  max_inflight: int, max_pixels: int) -> RunInThreads[Any, Any]:
+    """fetch+decode (threads) → batch (closes on size or ``max_wait``) → infer (the model's
+    one thread) → ``next_step``: the worker's scoring, also what `classify` and `serve` run."""
+    infer = RunInThreads(partial(stages.infer, bundle=bundle, metrics=metrics),
+                         next_step, workers=1, max_pending=2, name="model")
+    batch = BatchStep(infer, size=batch_size, max_wait=max_wait)
+    return RunInThreads(
+        partial(stages.fetch_and_prepare, fetcher=fetcher, size=bundle.input_size,
+                tiles=tiles, max_pixels=max_pixels, metrics=metrics),
+        batch, workers=fetch_workers, max_pending=max_inflight, name="fetch",
+    )

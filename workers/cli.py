@@ -37,13 +37,16 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from analytics import cli as analytics_cli
     from detector import cli as detector_cli
     from ingest import cli as ingest_cli
+    from workers import classify, demo, keys, rescore, serve
     from workers import commands as worker_commands
-    from workers import demo, rescore
 
     return [
         worker_commands.register,
         demo.register,
         rescore.register,
+        classify.register,
+        serve.register,
+        keys.register,
         ingest_cli.register,
         detector_cli.register,
         analytics_cli.register,

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from workers import config
 from workers.errors import WorkerError
@@ -66,12 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     env = config.env
-    p.add_argument("--model", required=model_required and not env("LOGOWATCH_MODEL"),
-                   default=env("LOGOWATCH_MODEL"),
-                   help="model bundle directory (env LOGOWATCH_MODEL)")
-    p.add_argument("--weights", default=env("LOGOWATCH_WEIGHTS"),
-                   help="backbone weights: imagenet, none or a file (default: as recorded in "
-                   "the bundle; env LOGOWATCH_WEIGHTS)")
+    add_scoring_flags(p, model_required=model_required, max_wait_ms=200, fetch_workers=16)
     p.add_argument("--bootstrap-servers", default=config.bootstrap_servers(),
                    help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS)")
     p.add_argument("--database-url", default=config.database_url(),
@@ -80,29 +76,8 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
                    help="topic to consume (default posts; dead letters go to TOPIC.dlq)")
     p.add_argument("--group", default=env("LOGOWATCH_GROUP", "logowatch-detectors"),
                    help="consumer group (default logowatch-detectors)")
-    p.add_argument("--batch-size", type=_positive, default=32,
-                   help="images per inference batch (default 32)")
-    p.add_argument("--max-wait-ms", type=_positive, default=200,
-                   help="close a partial batch after this many ms (default 200)")
-    p.add_argument("--fetch-workers", type=_positive, default=16,
-                   help="threads fetching and decoding images (default 16)")
     p.add_argument("--max-inflight", type=_positive, default=256,
                    help="records in flight before partitions are paused (default 256)")
-    p.add_argument("--tiles", action="store_true",
-                   help="also score an overlapping grid of tiles per image (small logos); "
-                   "keeps the best score per brand and its region")
-    p.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
-                   help="let the fetcher reach this exact non-public host:port (repeatable; "
-                   "for a local image server). Everything non-public is refused otherwise")
-    p.add_argument("--max-image-bytes", type=_positive, default=20 * 1024 * 1024,
-                   help="refuse images larger than this (default 20 MiB)")
-    p.add_argument("--fetch-timeout", type=float, default=10.0,
-                   help="longest wait for any one network read, in seconds; twice this is "
-                   "the deadline for the whole fetch of an image, retries, redirects, connect, "
-                   "headers and body included (default 10)")
-    p.add_argument("--fetch-retries", type=int, default=2,
-                   help="retries on timeouts and 5xx, with jittered back-off, within the "
-                   "deadline (default 2)")
     p.add_argument("--metrics-port", type=_port,
                    default=env("LOGOWATCH_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
                    help="serve /metrics, /healthz, /readyz here; 0 disables (default "
@@ -119,6 +94,54 @@ def add_worker_flags(p: argparse.ArgumentParser, *, model_required: bool = True)
                    "restart it (default 120)")
     p.add_argument("--pseudonymise-authors", action="store_true",
                    help="store authors as a keyed HMAC (key from env LOGOWATCH_AUTHOR_KEY)")
+
+
+def add_scoring_flags(p: argparse.ArgumentParser, *, model_required: bool = True,
+                      max_wait_ms: int, fetch_workers: int) -> None:
+    """What `detect`, `classify` and `serve` share: the model, batching, tiles, the fetcher."""
+    env = config.env
+    p.add_argument("--model", required=model_required and not env("LOGOWATCH_MODEL"),
+                   default=env("LOGOWATCH_MODEL"),
+                   help="model bundle directory (env LOGOWATCH_MODEL)")
+    p.add_argument("--weights", default=env("LOGOWATCH_WEIGHTS"),
+                   help="backbone weights: imagenet, none or a file (default: as recorded in "
+                   "the bundle; env LOGOWATCH_WEIGHTS)")
+    p.add_argument("--batch-size", type=_positive, default=32,
+                   help="images per inference batch (default 32)")
+    p.add_argument("--max-wait-ms", type=_positive, default=max_wait_ms,
+                   help=f"close a partial batch after this many ms (default {max_wait_ms})")
+    p.add_argument("--fetch-workers", type=_positive, default=fetch_workers,
+                   help=f"threads fetching and decoding images (default {fetch_workers})")
+    p.add_argument("--tiles", action="store_true",
+                   help="also score an overlapping grid of tiles per image (small logos); "
+                   "keeps the best score per brand and its region")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
+                   help="let the fetcher reach this exact non-public host:port (repeatable; "
+                   "for a local image server). Everything non-public is refused otherwise")
+    p.add_argument("--max-image-bytes", type=_positive, default=20 * 1024 * 1024,
+                   help="refuse images larger than this (default 20 MiB)")
+    p.add_argument("--fetch-timeout", type=float, default=10.0,
+                   help="longest wait for any one network read, in seconds; twice this is "
+                   "the deadline for the whole fetch of an image, retries, redirects, connect, "
+                   "headers and body included (default 10)")
+    p.add_argument("--fetch-retries", type=int, default=2,
+                   help="retries on timeouts and 5xx, with jittered back-off, within the "
+                   "deadline (default 2)")
+
+
+def fetch_config(args: argparse.Namespace) -> Any:
+    from workers.fetch import FetchConfig
+
+    return FetchConfig(max_bytes=args.max_image_bytes, read_timeout=args.fetch_timeout,
+                       total_timeout=2 * args.fetch_timeout, retries=args.fetch_retries,
+                       allow_hosts=args.allow_host, pool_size=args.fetch_workers)
+
+
+def tiles_spec(args: argparse.Namespace, bundle: object) -> Any:
+    """The tiles ``--tiles`` asks for: the bundle's own grid, else the default one."""
+    from detector.preprocess import TileSpec
+
+    return (getattr(bundle, "tiles", None) or TileSpec()) if args.tiles else None
 
 
 def _positive(text: str) -> int:
@@ -142,9 +165,7 @@ def _port(text: str) -> int:
 
 
 def worker_config(args: argparse.Namespace, bundle: object) -> object:
-    from detector.preprocess import TileSpec
     from ingest.producer import kafka_security_from_env
-    from workers.fetch import FetchConfig
     from workers.worker import WorkerConfig
 
     pseudonymise = None
@@ -157,16 +178,11 @@ def worker_config(args: argparse.Namespace, bundle: object) -> object:
         def pseudonymise(author: str) -> str:
             return hmac_author(author, key)
 
-    tiles = None
-    if args.tiles:
-        tiles = getattr(bundle, "tiles", None) or TileSpec()
     return WorkerConfig(
         bootstrap=args.bootstrap_servers, database_url=args.database_url, topic=args.topic,
         group=args.group, batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
-        fetch_workers=args.fetch_workers, max_inflight=args.max_inflight, tiles=tiles,
-        fetch=FetchConfig(max_bytes=args.max_image_bytes, read_timeout=args.fetch_timeout,
-                          total_timeout=2 * args.fetch_timeout, retries=args.fetch_retries,
-                          allow_hosts=args.allow_host, pool_size=args.fetch_workers),
+        fetch_workers=args.fetch_workers, max_inflight=args.max_inflight,
+        tiles=tiles_spec(args, bundle), fetch=fetch_config(args),
         metrics_port=args.metrics_port or None, metrics_host=args.metrics_host,
         drain_timeout=args.drain_timeout, once=getattr(args, "once", False),
         stall_timeout=args.stall_timeout,

@@ -22,27 +22,41 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
-class WorkerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+class StageMetrics:
+    """What the fetch, decode and infer steps record. The worker and ``logowatch serve`` run
+    the same steps, each under its own name prefix."""
+
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 prefix: str = "logowatch_worker") -> None:
         self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.images = Counter(f"{prefix}_images_total",
+                              "Images by final image status", ["status"], registry=r)
+        self.batch_size = Histogram(f"{prefix}_batch_size", "Images per inference batch",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.stage_seconds = Histogram(f"{prefix}_stage_seconds",
+                                       "Seconds spent per stage (fetch and decode per image; "
+                                       "inference and database per batch)", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.unexpected = Counter(f"{prefix}_unexpected_errors_total",
+                                  "Records whose step raised an exception it does not expect "
+                                  "(stored as internal_error or dead-lettered), by stage",
+                                  ["stage"], registry=r)
+
+
+class WorkerMetrics(StageMetrics):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
         r = self.registry
         self.records = Counter("logowatch_worker_records_total",
                                "Records consumed, by outcome (ok, image_failed, dead_letter)",
                                ["outcome"], registry=r)
-        self.images = Counter("logowatch_worker_images_total",
-                              "Images by final image status", ["status"], registry=r)
         self.dlq = Counter("logowatch_worker_dlq_total",
                            "Records sent to the dead-letter topic, by reason kind",
                            ["reason"], registry=r)
         self.detections = Counter("logowatch_worker_detections_total",
                                   "Brand detections written with present=true", ["brand"],
                                   registry=r)
-        self.batch_size = Histogram("logowatch_worker_batch_size", "Images per inference batch",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.stage_seconds = Histogram("logowatch_worker_stage_seconds",
-                                       "Seconds spent per stage (fetch and decode per image; "
-                                       "inference and database per batch)", ["stage"],
-                                       buckets=LATENCY_BUCKETS, registry=r)
         self.end_to_end = Histogram("logowatch_worker_end_to_end_seconds",
                                     "Kafka record timestamp to database commit",
                                     buckets=LATENCY_BUCKETS, registry=r)
@@ -55,10 +69,6 @@ class WorkerMetrics:
         self.db_errors = Counter("logowatch_worker_db_errors_total",
                                  "Database transactions that failed and were retried",
                                  registry=r)
-        self.unexpected = Counter("logowatch_worker_unexpected_errors_total",
-                                  "Records whose step raised an exception it does not expect "
-                                  "(stored as internal_error or dead-lettered), by stage",
-                                  ["stage"], registry=r)
         self.commits = Counter("logowatch_worker_offset_commits_total",
                                "Offset commits sent to Kafka", registry=r)
         self.model_info = Gauge("logowatch_worker_model_info", "The loaded model (value 1)",

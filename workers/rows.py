@@ -25,14 +25,19 @@ def score_stored(bundle: Any, vectors: np.ndarray) -> np.ndarray:
     return np.asarray(bundle.score(stored(vectors).astype(np.float32)))
 
 
+def detection(bundle: Any, brand: str, score: float, box: Box | None) -> dict[str, Any]:
+    """One brand's result for one image, as stored and as `classify` and `serve` report it."""
+    return {"brand": brand, "score": min(1.0, max(0.0, float(score))),
+            "present": bool(score >= bundle.thresholds[brand]),
+            "region": list(box) if box else None}
+
+
 def detection_rows(bundle: Any, post_id: str, posted_at: datetime,
                    scores: Iterable[tuple[str, float, Box | None]],
                    now: datetime) -> list[dict[str, Any]]:
     return [
-        {"post_id": post_id, "brand": brand, "model_version": bundle.version,
-         "score": min(1.0, max(0.0, float(score))),
-         "present": bool(score >= bundle.thresholds[brand]),
-         "region": list(box) if box else None, "posted_at": posted_at, "detected_at": now}
+        {"post_id": post_id, "model_version": bundle.version,
+         **detection(bundle, brand, score, box), "posted_at": posted_at, "detected_at": now}
         for brand, score, box in scores
     ]
 

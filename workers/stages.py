@@ -21,7 +21,7 @@ from workers import rows
 from workers.config import ImageStatus
 from workers.errors import WorkerError
 from workers.fetch import Fetcher, FetchError, short
-from workers.metrics import WorkerMetrics
+from workers.metrics import StageMetrics, WorkerMetrics
 from workers.strategy import Batch, Message, Step
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,10 @@ class Work:
 
     record: PostRecord | None
     status: str = ImageStatus.PENDING
+    # Where the image comes from: a URL to fetch, or bytes the caller already has (the
+    # `classify` and `serve` commands); ``data`` is dropped once decoded.
+    url: str | None = None
+    data: bytes | None = None
     error: str | None = None
     tiles: list[Any] | None = None
     embedding: np.ndarray | None = None
@@ -92,7 +96,7 @@ class DeadLetters:
         self.metrics.dlq.labels(reason=reason.split(":", 1)[0][:40]).inc()
 
 
-def unexpected(stage: str, exc: BaseException, metrics: WorkerMetrics) -> str:
+def unexpected(stage: str, exc: BaseException, metrics: StageMetrics) -> str:
     """Counts and logs an exception a step does not expect from one record, and returns the
     reason stored with that record. One line in the log (the traceback only at DEBUG): a
     hostile input must not be able to flood the log either."""
@@ -115,7 +119,8 @@ class ParseStep:
     def submit(self, message: Message[Any]) -> None:
         record = message.payload
         try:
-            work = Work(parse(record.value))
+            post = parse(record.value)
+            work = Work(post, url=post.image_url)
             dead_reason = None
         except RecordError as exc:
             dead_reason = str(exc)
@@ -142,22 +147,25 @@ class ParseStep:
 
 
 def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec | None,
-                      max_pixels: int, metrics: WorkerMetrics) -> Work:
+                      max_pixels: int, metrics: StageMetrics) -> Work:
     """Runs in the fetch pool: download, decode, resize (and tile). Never raises: bad input
     becomes the post's image status, and so does anything unexpected (``internal_error``)."""
-    if work.record is None:
-        return work
-    started = time.perf_counter()
-    try:
-        data = fetcher.fetch(work.record.image_url)
-    except FetchError as exc:
-        work.status, work.error = exc.status, str(exc)
-        return work
-    except Exception as exc:
-        work.status, work.error = ImageStatus.INTERNAL_ERROR, unexpected("fetch", exc, metrics)
-        return work
-    finally:
-        metrics.stage_seconds.labels(stage="fetch").observe(time.perf_counter() - started)
+    if work.status != ImageStatus.PENDING:
+        return work  # failed before it got here (a dead letter, an unreadable file)
+    data, work.data = work.data, None
+    if data is None:
+        started = time.perf_counter()
+        try:
+            data = fetcher.fetch(str(work.url))
+        except FetchError as exc:
+            work.status, work.error = exc.status, str(exc)
+            return work
+        except Exception as exc:
+            work.status, work.error = ImageStatus.INTERNAL_ERROR, unexpected("fetch", exc,
+                                                                             metrics)
+            return work
+        finally:
+            metrics.stage_seconds.labels(stage="fetch").observe(time.perf_counter() - started)
     started = time.perf_counter()
     try:
         work.tiles = prepare(data, size, tiles=tiles, max_pixels=max_pixels)
@@ -171,7 +179,7 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
     return work
 
 
-def infer(batch: Batch[Work], bundle: Any, metrics: WorkerMetrics) -> Batch[Work]:
+def infer(batch: Batch[Work], bundle: Any, metrics: StageMetrics) -> Batch[Work]:
     """The backbone runs once per image (or tile); every brand head scores every embedding.
     With tiles, each brand keeps its best tile and that tile's box.
 

@@ -28,7 +28,8 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
             "--input-size", "75", "--model-batch-sizes", "1,4", "--e2e-batch-sizes", "4",
             "--records", "8", "--tile-records", "4", "--baseline-records", "4",
             "--latency-seconds", "1", "--min-seconds", "0.2", "--images", "4",
-            "--head-embeddings", "300", "--workdir", str(tmp_path / "work")]
+            "--head-embeddings", "300", "--serve-batch-size", "4", "--serve-images", "16",
+            "--workdir", str(tmp_path / "work")]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=800,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
                                "PYTHONPATH": str(REPO)})
@@ -41,6 +42,7 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
     assert {"one_core", "all_cores", "threads", "tiles_all_cores"} <= set(result["decode"])
     assert result["baseline"]["stored"] == 4 and result["baseline_shipped"]["stored"] == 4
     assert result["training"]["head"]["embeddings"] == 300
+    assert result["serve"]["images"] == 16 and result["serve"]["latency"]["p95"] > 0
     run = result["e2e"]["by_batch"]["4"]
     assert run["stored"] == 8 and run["statuses"] == {"ok": 8}
     assert run["latency"]["stored"] == run["latency"]["sent"]
@@ -48,7 +50,7 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
     assert result["tiles"]["tiles"] is True and result["tiles"]["stored"] == 4
     assert len(result["scaling"]["two_processes"]["peak_rss_mib"]) == 2
     for key in ("vs_bound", "vs_baseline", "vs_baseline_shipped", "vs_shared_cpu_bound",
-                "tiles_vs_bound", "two_vs_one_process"):
+                "tiles_vs_bound", "two_vs_one_process", "serve_vs_model_bound"):
         assert result["ratios"][key] > 0
     assert set(result["ratios"]["target_vs_bound"]) == {"target", "met"}
     assert chart.stat().st_size > 0

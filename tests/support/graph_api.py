@@ -5,6 +5,15 @@ Shapes follow Meta's reference: lists are ``{"data": [...], "paging": {"cursors"
 edge under ``business_discovery.media`` and pages by ``media.after(CURSOR)`` field expansion,
 errors are ``{"error": {"message", "type": "OAuthException", "code", "error_subcode",
 "fbtrace_id"}}``, and usage arrives in ``X-App-Usage`` / ``X-Business-Use-Case-Usage``.
+
+Where the reference warns, the fake does the awkward thing: hashtag and own-media edges give
+the same ``after`` cursor on every page (the reference says so for ``recent_media``), so the
+position lives only in the ``paging.next`` link; items come in the order the test lists them
+(``recent_media`` "is not always in chronological order", and tests insert late-indexed media
+anywhere); ``cycle_to`` makes the last page's ``next`` lead back to an earlier position and
+``endless`` makes up new media for ever; ``errors`` may hold raw bodies (an HTML page or a
+truncated JSON body, served as 200 with a matching Content-Length); ``headers`` come and go
+per answer.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from tests.support.http_server import ImageServer
 
 IG_USER_ID = "17841405309211844"
+SAME_AFTER = "QVFIUzRGTXRTbjNhWUJPZAkRZAQ"  # the one after cursor every edge page carries
 HASHTAG_ID = "17843853986012965"
 
 
@@ -68,6 +78,9 @@ def graph_error(code: int, message: str, subcode: int | None = None) -> dict[str
 
 
 EXPIRED = (400, graph_error(190, "Error validating access token: Session has expired.", 463))
+HTML_PAGE = (200, b"<!DOCTYPE html><html><body>Sorry, something went wrong.</body></html>")
+TRUNCATED = (200, b'{"data": [{"id": "1", "media_type": "IMAGE", "media_u')
+OUTAGE = (503, b"<html><body>Service Unavailable</body></html>")
 THROTTLED = (400, graph_error(80002, "There have been too many calls to this Instagram "
                                      "account. Wait a bit and try again."))
 
@@ -81,7 +94,9 @@ class FakeGraph:
     page_size: int = 2
     media: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # edge path → items
     discovery: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # user → items
-    errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # next answers
+    errors: list[tuple[int, dict[str, Any] | bytes]] = field(default_factory=list)  # next answers
+    cycle_to: int | None = None  # the last page links back to this position
+    endless: bool = False  # made-up media after the listed ones, for ever
     headers: list[dict[str, str]] = field(default_factory=list)  # next answers' headers
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
@@ -116,10 +131,12 @@ class FakeGraph:
             return self._discovery(handler, query, extra)
         items = self.media.get(parts.path.removeprefix(f"/{HASHTAG_ID}/").removeprefix(
             f"/{IG_USER_ID}/"), [])
-        body = self._page(items, query.get("after"), int(query.get("limit") or 25))
-        if body.get("paging", {}).get("next") is not None:
-            next_query = {**query, "access_token": self.token,
-                          "after": body["paging"]["cursors"]["after"]}
+        start = int(query.get("pos", 0))
+        body = self._page(items, start, int(query.get("limit") or 25))
+        if "next" in body.get("paging", {}):
+            body["paging"]["cursors"]["after"] = SAME_AFTER
+            next_query = {**query, "access_token": self.token, "after": SAME_AFTER,
+                          "pos": body["paging"]["next"]}
             body["paging"]["next"] = self.server.url(parts.path) + "?" + urlencode(next_query)
         _send(handler, 200, body, extra)
 
@@ -131,29 +148,37 @@ class FakeGraph:
         if not match or match.group(1) not in self.discovery:
             return _send(handler, 400, graph_error(110, "Invalid user id"), extra)
         username, after, limit = match.group(1), match.group(2), int(match.group(3))
-        media = self._page(self.discovery[username], after, limit)
+        media = self._page(self.discovery[username],
+                           int(after.removeprefix("QVFI")) if after else 0, limit)
+        media.get("paging", {}).pop("next", None)  # discovery pages by cursor alone
         _send(handler, 200, {"business_discovery": {"username": username, "media": media,
                                                     "id": "17841401441775531"},
                              "id": IG_USER_ID}, extra)
 
-    def _page(self, items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
+    def _page(self, items: list[dict[str, Any]], start: int, limit: int) -> dict[str, Any]:
+        """A page from ``start``; ``paging.next`` holds the next position for the caller to
+        turn into a link."""
         size = min(limit, self.page_size)
-        start = int(after.removeprefix("QVFI")) if after else 0
+        if self.endless:
+            items = items + [image(f"9{n}", "2024-05-01T00:00:00+0000")
+                             for n in range(len(items), start + size)]
         chunk = items[start:start + size]
         body: dict[str, Any] = {"data": chunk}
+        end = start + len(chunk)
+        following = end if end < len(items) or self.endless else self.cycle_to
         if chunk:
-            body["paging"] = {"cursors": {"before": f"QVFI{start}",
-                                          "after": f"QVFI{start + len(chunk)}"}}
-            if start + len(chunk) < len(items):
-                body["paging"]["next"] = ""  # filled in with a full URL by the caller
+            body["paging"] = {"cursors": {"before": f"QVFI{start}", "after": f"QVFI{end}"}}
+            if following is not None:
+                body["paging"]["next"] = following
         return body
 
 
-def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
+def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | bytes,
           headers: dict[str, str]) -> None:
-    data = json.dumps(body).encode()
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     handler.send_response(status)
-    handler.send_header("Content-Type", "application/json; charset=UTF-8")
+    handler.send_header("Content-Type", "text/html; charset=UTF-8" if data.startswith(b"<")
+                        else "application/json; charset=UTF-8")
     handler.send_header("Content-Length", str(len(data)))
     for name, value in headers.items():
         handler.send_header(name, value)

@@ -216,3 +216,43 @@ class StubBundle:
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(embeddings @ self.weights)))
+
+
+def worker_detections(bundle: Any, urls: list[str], allow: list[str],
+                      tiles: Any = None) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """(url, brand) → (score, present, region) as the worker stores them: the real chain,
+    fetcher and bundle, with Kafka and Postgres in memory."""
+    import json
+
+    from workers.fetch import FetchConfig, Fetcher
+    from workers.worker import Worker, WorkerConfig
+
+    consumer = MemoryConsumer("posts", partitions=1)
+    for i, url in enumerate(urls):
+        consumer.produce(0, json.dumps({"post_id": f"p{i}", "source": "test",
+                                        "image_url": url}).encode(), str(i).encode())
+    writer = MemoryWriter()
+    fetcher = Fetcher(FetchConfig(allow_hosts=allow, retries=0))
+    try:
+        Worker(WorkerConfig(bootstrap="memory", database_url="memory", batch_size=8,
+                            max_wait_ms=50, fetch_workers=2, commit_interval=0.0, once=True,
+                            tiles=tiles),
+               bundle, consumer=consumer, producer=MemoryProducer(), writer=writer,
+               fetcher=fetcher).run()
+    finally:
+        fetcher.close()
+    return {(urls[int(d["post_id"][1:])], d["brand"]): (d["score"], d["present"], d["region"])
+            for d in writer.detections}
+
+
+def assert_same_detections(got: dict[Any, tuple[Any, ...]],
+                           want: dict[Any, tuple[Any, ...]]) -> None:
+    """The same rows: present and region exactly, scores within 1e-3. The backbone's CPU
+    kernels round differently for other batch shapes, and which images share a batch depends
+    on timing, so the last bits of a score may differ between two runs of any one path."""
+    import pytest
+
+    assert set(got) == set(want)
+    for key, (score, present, region) in want.items():
+        assert got[key][0] == pytest.approx(score, abs=1e-3), key
+        assert got[key][1:] == (present, region), key

@@ -21,6 +21,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         ["migrate", "--revision"],
         ["services", "sideways"],
         ["services", "up", "--kafka-port", "notanumber"],
+        ["ingest", "file", "x.jsonl", "--interval", "-5"],
+        ["ingest", "file", "x.jsonl", "--interval", "nan"],
+        ["ingest", "instagram", "me", "--max-pages", "0"],
+        ["ingest", "instagram", "me", "--quiet-pages", "many"],
+        ["ingest", "instagram", "me", "--retries", "-1"],
+        ["ingest", "instagram", "me", "--pause", "inf"],
+        ["classify", "--model", "m"],
+        ["classify", "--model", "m", "--format", "xml", "photos/"],
+        ["serve", "--model", "m", "--port", "99999"],
+        ["serve", "--model", "m", "--max-images", "0"],
+        ["serve", "--model", "m", "--rate-limit", "-1"],
+        ["keys", "sideways"],
     ],
 )
 def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:

@@ -62,7 +62,7 @@ def test_host_ports_are_unique_and_bound_to_loopback() -> None:
 
 
 def test_long_running_services_have_health_checks() -> None:
-    for name in ("kafka", "postgres", "detector", "prometheus"):
+    for name in ("kafka", "postgres", "detector", "serve", "prometheus"):
         assert "healthcheck" in SERVICES[name], name
 
 
@@ -125,6 +125,9 @@ def test_app_services_connect_as_their_own_role_with_a_password_kept_out_of_the_
         if "build" not in service:
             continue
         env = service["environment"]
+        if service["command"][0] not in ROLES:  # serve scores images, it reads no database
+            assert not {"DATABASE_URL", "PGPASSWORD"} & set(env), name
+            continue
         url = make_url(env["DATABASE_URL"])
         assert (url.host, url.port, url.password) == ("postgres", 5432, None), name
         assert env["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] in effective, name
@@ -171,3 +174,16 @@ def test_the_image_bakes_every_downloadable_backbone_weights_source() -> None:
         assert f"logowatch weights import {source}" in dockerfile
     assert re.search(r"ENV KERAS_HOME=(\S+)\nRUN .*weights='imagenet'.*\n.*chmod -R a\+rX \1",
                      dockerfile), "the ImageNet file is not baked into KERAS_HOME"
+
+
+def test_the_scoring_api_takes_its_keys_from_the_environment_and_is_scraped() -> None:
+    from workers.serve import DEFAULT_PORT
+
+    serve = SERVICES["serve"]
+    assert serve["environment"]["LOGOWATCH_API_KEYS"].startswith("${LOGOWATCH_API_KEYS")
+    assert serve["environment"]["LOGOWATCH_SERVE_HOST"] == "0.0.0.0"
+    command = serve["command"]
+    assert command[command.index("--port") + 1] == str(DEFAULT_PORT)
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert scraped["logowatch-serve"]["static_configs"][0]["targets"] == [f"serve:{DEFAULT_PORT}"]

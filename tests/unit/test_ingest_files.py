@@ -81,3 +81,76 @@ def test_url_list_derives_stable_ids_and_skips_comments_and_garbage(tmp_path: Pa
 def test_a_missing_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="cannot read"):
         _read(tmp_path / "nope.jsonl")
+
+
+def _bad_lines(caplog: pytest.LogCaptureFixture) -> dict[int, str]:
+    out = {}
+    for record in caplog.records:
+        message = record.getMessage()
+        if " line " in message and message.endswith("(skipped)"):
+            number, reason = message.split(" line ", 1)[1].split(": ", 1)
+            out[int(number)] = reason.removesuffix(" (skipped)")
+    return out
+
+
+ROW = "p{0},https://x.example/{0}.jpg,caption {0}\n"
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ('p2,https://x.example/2.jpg,"' + "x" * (11 << 20) + '"\n', "longer than 1024 KiB"),
+    ('p2,https://x.example/2.jpg,"never closed\n', "a quote that is never closed"),
+    ("p2,https://x.example/2.jpg,nul\x00here\n", "contains a NUL byte"),
+    ('p2,https://x.example/2.jpg,"quoted"tail\n', "not valid CSV (a quote inside a cell?)"),
+], ids=["oversized", "broken-quote", "nul", "quote-inside"])
+def test_a_bad_csv_line_costs_that_line_only_with_its_number(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str, reason: str) -> None:
+    caplog.set_level(logging.WARNING)
+    path = tmp_path / "posts.csv"
+    rows = [ROW.format(n) for n in range(1, 12)]
+    rows[1] = bad  # p2, on line 3 of the file (after the header)
+    rows[5] = 'p6,https://x.example/6.jpg,"a caption\nover ""two"" lines"\n'
+    path.write_text("post_id,image_url,caption\n" + "".join(rows))
+    ids, bad_count, _ = _read(path)
+    assert ids == [f"p{n}" for n in range(1, 12) if n != 2]
+    assert bad_count == 1
+    assert _bad_lines(caplog) == {3: reason}
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ('{"post_id": "p2", "caption": "' + "x" * (11 << 20) + '"}\n', "longer than 1024 KiB"),
+    ('{"post_id": "p2", "image_url": "https://x.example/2.jpg"}\x00\n', "contains a NUL byte"),
+], ids=["oversized", "nul"])
+def test_a_bad_jsonl_line_costs_that_line_only_with_its_number(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str, reason: str) -> None:
+    caplog.set_level(logging.WARNING)
+    lines = [json.dumps({"post_id": f"p{n}", "image_url": f"https://x.example/{n}.jpg"}) + "\n"
+             for n in range(1, 5)]
+    lines[1] = bad
+    path = tmp_path / "posts.jsonl"
+    path.write_text("".join(lines))
+    ids, bad_count, _ = _read(path)
+    assert ids == ["p1", "p3", "p4"] and bad_count == 1
+    assert _bad_lines(caplog) == {2: reason}
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl", "empty.txt"])
+def test_an_empty_file_of_any_format_produces_nothing_and_is_no_error(
+        tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("")
+    assert _read(path) == ([], 0, [])
+
+
+def test_a_metrics_file_that_cannot_be_written_is_one_line_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("")
+    code = main(["ingest", "file", str(path), "--no-checkpoint", "--bootstrap-servers",
+                 "127.0.0.1:9", "--metrics-file", str(tmp_path / "no" / "such" / "m.prom")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"logowatch ingest: error: cannot write metrics to {tmp_path}/no/such/m.prom: "
+        "No such file or directory"]

@@ -7,11 +7,23 @@ import logging
 import pytest
 
 from ingest.errors import IngestError
-from ingest.graph import Backoff, GraphApiError, GraphClient, TokenError, parse_usage
+from ingest.graph import (
+    AccessError,
+    Backoff,
+    GraphApiError,
+    GraphClient,
+    TokenError,
+    guard_logs,
+    parse_usage,
+    redact,
+)
 from tests.support.graph_api import (
     EXPIRED,
+    HTML_PAGE,
     IG_USER_ID,
+    OUTAGE,
     THROTTLED,
+    TRUNCATED,
     FakeGraph,
     graph_error,
     image,
@@ -83,21 +95,119 @@ def test_expired_token_is_fatal_with_a_hint_and_no_retry(graph: FakeGraph) -> No
     assert sleeps == [] and len(graph.calls) == 1
 
 
-def test_permission_error_is_fatal(graph: FakeGraph) -> None:
-    graph.errors = [(403, graph_error(10, "Application does not have permission"))]
-    with pytest.raises(GraphApiError, match="permission denied"):
+@pytest.mark.parametrize("code", [10, 200])
+def test_permission_error_is_fatal(graph: FakeGraph, code: int) -> None:
+    graph.errors = [(403, graph_error(code, "Application does not have permission"))]
+    with pytest.raises(AccessError, match="permission denied"):
         _client(graph, []).get(f"{IG_USER_ID}/media")
 
 
-def test_network_errors_never_show_the_token(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("fault", [HTML_PAGE, TRUNCATED, OUTAGE], ids=["html", "cut", "503"])
+def test_a_bad_page_is_retried_with_back_off_then_the_call_succeeds(
+        graph: FakeGraph, fault: tuple[int, bytes]) -> None:
+    sleeps: list[float] = []
+    graph.errors = [fault, fault]
+    body = _client(graph, sleeps).get(f"{IG_USER_ID}/media")
+    assert body["data"][0]["id"] == "1"
+    assert sleeps == [FAST.throttled, FAST.throttled * 2]
+
+
+def test_a_page_that_stays_bad_is_a_clear_non_fatal_error(graph: FakeGraph) -> None:
+    graph.errors = [HTML_PAGE] * 10
+    with pytest.raises(GraphApiError) as failure:
+        _client(graph, []).get(f"{IG_USER_ID}/media")
+    assert not isinstance(failure.value, AccessError)
+    assert "not JSON" in str(failure.value) and "gave up after 4 tries" in str(failure.value)
+
+
+def test_an_outage_is_called_an_outage_not_throttling(graph: FakeGraph) -> None:
+    graph.errors = [OUTAGE] * 10
+    with pytest.raises(GraphApiError, match=r"unavailable \(HTTP 503\)") as failure:
+        _client(graph, []).get(f"{IG_USER_ID}/media")
+    assert "code None" not in str(failure.value) and "throttled" not in str(failure.value)
+
+
+class _Clock:
+    """A clock that the client's sleeps move forward (no real waiting in tests)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_usage_reading_expires_when_later_answers_carry_no_header(graph: FakeGraph) -> None:
+    clock = _Clock()
+    backoff = Backoff(pause=30.0, usage_ttl=30.0)
+    client = GraphClient(TOKEN, graph.base_url, backoff=backoff, sleep=clock.sleep,
+                         clock=lambda: clock.now)
+    graph.headers = [usage_headers(96)]  # one answer near the limit, then none say anything
+    for _ in range(5):
+        client.get(f"{IG_USER_ID}/media")
+    assert clock.sleeps == [30.0]  # paused once, not before every later call
+
+
+def test_pacing_stops_once_the_reading_is_older_than_its_lifetime(graph: FakeGraph) -> None:
+    clock = _Clock()
+    client = GraphClient(TOKEN, graph.base_url, backoff=Backoff(max_pace=10.0, usage_ttl=25.0),
+                         sleep=clock.sleep, clock=lambda: clock.now)
+    graph.headers = [usage_headers(85)]  # 85 % paces 5 s a call; the reading lives 25 s
+    for _ in range(8):
+        client.get(f"{IG_USER_ID}/media")
+    assert clock.sleeps == [5.0] * 5
+
+
+def test_a_fresh_reading_replaces_an_old_one(graph: FakeGraph) -> None:
+    sleeps: list[float] = []
+    client = _client(graph, sleeps)
+    graph.headers = [usage_headers(96), usage_headers(10)]
+    client.get(f"{IG_USER_ID}/media")
+    client.get(f"{IG_USER_ID}/media")
+    client.get(f"{IG_USER_ID}/media")
+    assert sleeps == [FAST.pause]
+
+
+def test_a_paging_link_to_another_host_is_refused_before_the_token_is_sent(
+        graph: FakeGraph) -> None:
+    with pytest.raises(GraphApiError, match="another host"):
+        _client(graph, []).get("https://evil.example/v23.0/1/media?after=x")
+    assert graph.calls == []
+
+
+ODD_TOKEN = "EAAB|a+b/c=d%e f"  # every character URL encoding changes
+
+
+def test_redact_removes_every_spelling_of_the_token() -> None:
+    from urllib.parse import quote, quote_plus
+
+    for spelling in (ODD_TOKEN, quote(ODD_TOKEN), quote(ODD_TOKEN, safe=""),
+                     quote_plus(ODD_TOKEN), quote_plus(ODD_TOKEN).lower()):
+        assert "***" in redact(f"GET /x?{spelling}&y", ODD_TOKEN)
+        assert spelling not in redact(f"GET /x?{spelling}&y", ODD_TOKEN)
+    assert redact("/media?limit=5&access_token=ANYTHING-else&after=Q", None) == \
+        "/media?limit=5&access_token=***&after=Q"
+
+
+def test_network_errors_and_debug_lines_never_show_the_token(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from urllib.parse import quote, quote_plus
+
     caplog.set_level(logging.DEBUG)
-    client = GraphClient(TOKEN, "http://127.0.0.1:9", backoff=Backoff(retries=1, throttled=0.01),
-                         sleep=lambda s: None)
-    with pytest.raises(IngestError) as failure:
-        client.get("me/media")
+    unguard = guard_logs(ODD_TOKEN)
+    try:
+        client = GraphClient(ODD_TOKEN, "http://127.0.0.1:9",
+                             backoff=Backoff(retries=1, throttled=0.01), sleep=lambda s: None)
+        with pytest.raises(IngestError) as failure:
+            client.get("me/media")
+    finally:
+        unguard()
     assert "unreachable" in str(failure.value)
-    assert TOKEN not in str(failure.value)
-    assert TOKEN not in repr(client)
+    texts = [str(failure.value), repr(client), caplog.text]
+    for spelling in (ODD_TOKEN, quote(ODD_TOKEN, safe=""), quote_plus(ODD_TOKEN), "a+b", "a%2Bb"):
+        assert not any(spelling in text for text in texts), spelling
 
 
 def test_missing_token_is_refused() -> None:
