@@ -80,6 +80,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--post", help="post id; carousel children <id>:<n> go with it")
     forget.set_defaults(func=run_forget)
 
+    watchdog = sub.add_parser(
+        "watchdog", help="cancel a role's statements that outrun a limit it cannot lift",
+        description="Polls pg_stat_activity and cancels every statement of --role older than "
+        "--limit seconds: the reader can SET statement_timeout = 0, it cannot stop this. "
+        "Connect as a superuser or a role with pg_read_all_stats and pg_signal_backend.")
+    _database_url(watchdog)
+    watchdog.add_argument("--role", default="logowatch_reader")
+    watchdog.add_argument("--limit", type=float, default=60.0,
+                          help="seconds a statement may run (default 60, the reader's "
+                          "statement_timeout)")
+    watchdog.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    watchdog.set_defaults(func=run_watchdog)
+
 
 def run_brands(args: argparse.Namespace) -> int:
     from analytics import catalogue
@@ -171,4 +184,19 @@ def run_forget(args: argparse.Namespace) -> int:
             removed = privacy.forget_author(conn, args.author, privacy.author_key_from_env())
             what = f"author {args.author}"
     print(f"forgot {what}: removed {removed.summary()}")
+    return 0
+
+
+def run_watchdog(args: argparse.Namespace) -> int:
+    import signal
+
+    from analytics import watchdog
+    from analytics.errors import AnalyticsError
+
+    if not args.database_url:
+        raise AnalyticsError("no database: pass --database-url or set DATABASE_URL")
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    watchdog.watch(args.database_url, args.role, args.limit, args.interval,
+                   should_stop=lambda: bool(stopping))
     return 0

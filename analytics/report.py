@@ -18,7 +18,12 @@ from sqlalchemy import Connection, text
 from analytics.errors import AnalyticsError
 
 TOP_N = 10
+GRID_DAYS = 3 * 366  # periods up to this long are drawn day by day, empty days included
 CHARTS = ("daily_mentions.png", "image_only_share.png", "top_accounts.png")
+# Charts and the table shrink or scroll inside the page; nothing widens it past the screen.
+STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+         "img{max-width:100%;height:auto}"
+         "pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
 
 
 def parse_since(value: str, today: date | None = None) -> date:
@@ -69,6 +74,12 @@ class BrandReport:
     days: list[Day]
     accounts: list[Account] = field(default_factory=list)
     hashtags: list[tuple[str, int]] = field(default_factory=list)
+    display_name: str | None = None  # the catalogue's; None for a brand only a model knows
+
+    @property
+    def name(self) -> str:
+        """How people read the brand: its display name, else the head's name."""
+        return self.display_name or self.brand
 
     @property
     def total(self) -> Day:
@@ -81,20 +92,25 @@ class BrandReport:
 
 
 def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
-    """Read the period from the views; every day of it appears, zeros included."""
+    """Read the period from the views; every day of a period shorter than ``GRID_DAYS``
+    appears, zeros included."""
     if until < since:
         raise AnalyticsError(f"--until {until} is before --since {since}")
-    known = conn.execute(text(
-        "SELECT brand FROM brand_catalogue UNION SELECT brand FROM brand_current_model"
-    )).scalars().all()
+    known = dict(conn.execute(text(
+        "SELECT brand, max(display_name) FROM (SELECT brand, display_name FROM brand_catalogue "
+        "UNION ALL SELECT brand, NULL FROM brand_current_model) b GROUP BY brand")).all())
     if brand not in known:
         names = ", ".join(sorted(known)) or "none; add one with: logowatch brands add"
         raise AnalyticsError(f"unknown brand {brand!r} (known: {names})")
     period = {"b": brand, "s": since, "u": until}
     model = conn.execute(text(
         "SELECT model_version FROM brand_current_model WHERE brand = :b"), period).scalar()
-    by_day = {since + timedelta(days=i): Day(since + timedelta(days=i))
-              for i in range((until - since).days + 1)}
+    first, last = conn.execute(text(
+        "SELECT min(day), max(day) FROM brand_daily WHERE brand = :b AND day BETWEEN :s AND :u"
+    ), period).one()
+    if (until - since).days >= GRID_DAYS and first is not None:
+        since, until = first, last  # a long period shows the span of its data
+    by_day = {day: Day(day) for day in _grid(since, until)}
     for row in conn.execute(text(
         "SELECT day, posts, image_hits, text_hits, both_hits, image_only, text_only "
         "FROM brand_daily WHERE brand = :b AND day BETWEEN :s AND :u"), period):
@@ -109,7 +125,15 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
         "WHERE brand = :b AND day BETWEEN :s AND :u "
         f"GROUP BY hashtag ORDER BY 2 DESC, hashtag LIMIT {TOP_N}"), period)]
     return BrandReport(brand, since, until, model, sorted(by_day.values(), key=lambda d: d.day),
-                       accounts, hashtags)
+                       accounts, hashtags, known[brand])
+
+
+def _grid(since: date, until: date) -> list[date]:
+    """The days shown (as zeros when nothing was posted): every day of a period shorter than
+    ``GRID_DAYS``; of a longer one, only the days with mentions, so a stray post dated year 1
+    never makes a grid of 700,000 days."""
+    span = (until - since).days
+    return [since + timedelta(days=i) for i in range(span + 1)] if span < GRID_DAYS else []
 
 
 def _share(value: float | None) -> str:
@@ -118,7 +142,7 @@ def _share(value: float | None) -> str:
 
 def render_table(report: BrandReport) -> str:
     """The plain-text summary the command prints."""
-    head = (f"{report.brand}: {report.since} .. {report.until}, model "
+    head = (f"{report.name}: {report.since} .. {report.until}, model "
             f"{report.model_version or '(none: text mentions only)'}")
     cols = f"{'day':<10}  {'posts':>5}  {'image':>5}  {'text':>5}  {'both':>5}  " \
            f"{'img-only':>8}  {'txt-only':>8}  {'img-only share':>14}"
@@ -144,7 +168,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +182,10 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
         written.append(path)
 
     def dated(ax: object) -> None:
+        # Matplotlib's dates stop at years 1 and 9999: keep the autoscale margins inside.
+        low, high = ax.get_xlim()  # type: ignore[attr-defined]
+        ax.set_xlim(max(low, date2num(date(1, 1, 1))),  # type: ignore[attr-defined]
+                    min(high, date2num(date(9999, 12, 31))))
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)  # type: ignore[attr-defined]
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[attr-defined]
@@ -169,7 +197,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
             markersize=9, label="in image")
     ax.plot(days, [d.text_hits for d in report.days], marker="s", label="in text")
     ax.plot(days, [d.both_hits for d in report.days], linestyle="--", label="both")
-    ax.set_title(f"{report.brand}: posts per day, seen in the image vs said in text")
+    ax.set_title(f"{report.name}: posts per day, seen in the image vs said in text")
     ax.set_ylabel("posts")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -182,7 +210,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     ax.bar(days, [s or 0 for s in shares], color="tab:orange")
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title(f"{report.brand}: share of image hits never named in text "
+    ax.set_title(f"{report.name}: share of image hits never named in text "
                  f"(period: {_share(report.total.image_only_share)})")
     ax.set_ylabel("image-only share")
     dated(ax)
@@ -197,7 +225,7 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     ax.barh(names, both, left=image_only, label="image and text")
     ax.barh(names, [a.text_only_posts for a in accounts],
             left=[i + b for i, b in zip(image_only, both, strict=True)], label="text only")
-    ax.set_title(f"{report.brand}: top accounts by image-only posts")
+    ax.set_title(f"{report.name}: top accounts by image-only posts")
     ax.set_xlabel("posts")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if not accounts:
@@ -215,14 +243,13 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
 
 def _html(report: BrandReport) -> str:
     esc = html.escape
-    title = f"{report.brand} — {report.since} to {report.until}"
+    title = f"{report.name} — {report.since} to {report.until}"
     images = "\n".join(f'<figure><img src="{name}" alt="{esc(name[:-4].replace("_", " "))}">'
                        "</figure>" for name in CHARTS)
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:60em;"
-        "margin:2em auto}} img{{max-width:100%}} pre{{background:#f6f6f6;padding:1em}}"
-        f"</style></head><body>\n<h1>{esc(title)}</h1>\n"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>{esc(title)}</h1>\n"
         f"<pre>{esc(render_table(report))}</pre>\n{images}\n"
         f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by logowatch report from the "
         "brand_* views.</p>\n</body></html>\n"

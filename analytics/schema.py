@@ -7,13 +7,15 @@ two never drift apart.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     Boolean,
     CheckConstraint,
+    Computed,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -80,6 +83,10 @@ class Post(Base):
     )
     error: Mapped[str | None] = mapped_column(Text)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The UTC day the views group and filter by: stored so ``day`` filters are index scans.
+    day: Mapped[date] = mapped_column(
+        Date, Computed("(coalesce(posted_at, ingested_at) AT TIME ZONE 'UTC')::date",
+                       persisted=True))
 
     __table_args__ = (
         CheckConstraint(
@@ -88,6 +95,7 @@ class Post(Base):
         ),
         Index(None, "posted_at"),
         Index(None, "author"),
+        Index(None, "day"),
     )
 
 
@@ -106,8 +114,9 @@ class Model(Base):
 class Detection(Base):
     """One brand head's verdict on one post's image, for one model version.
 
-    ``posted_at`` is copied from the post so the dashboards' hottest query (a brand over time)
-    is one index range scan.
+    ``day`` is the post's day, set by a trigger (migration 0006) on insert and kept in step
+    with the post, so the dashboards' hottest query (a brand's current model over a period) is
+    one range scan of a partial index.
     """
 
     __tablename__ = "detections"
@@ -125,12 +134,16 @@ class Detection(Base):
     region: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     detected_at: Mapped[datetime] = _now()
+    day: Mapped[date] = mapped_column(Date, nullable=False)
 
     __table_args__ = (
         CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
         CheckConstraint("region IS NULL OR cardinality(region) = 4", name="region_box"),
         Index(None, "brand", "posted_at"),
         Index(None, "model_version"),
+        Index(None, "brand", "model_version", "day", postgresql_where=text("present"),
+              postgresql_include=["post_id"]),
+        Index(None, "post_id", "brand", "model_version", postgresql_where=text("present")),
     )
 
 
@@ -224,3 +237,25 @@ class BrandModelPin(Base):
         Text, ForeignKey("models.model_version", ondelete="CASCADE"), nullable=False
     )
     pinned_at: Mapped[datetime] = _now()
+
+
+class BrandTextMatch(Base):
+    """A post whose caption, hashtags or @handles name a brand (the matching rule of
+    ``docs/analytics.md``), stored by triggers on ``posts`` and ``brand_aliases`` (migration
+    0006) so the views read matches from an index instead of matching every caption on read.
+    """
+
+    __tablename__ = "brand_text_matches"
+
+    post_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("posts.post_id", ondelete="CASCADE"), primary_key=True
+    )
+    brand: Mapped[str] = mapped_column(
+        Text, ForeignKey("brands.brand", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    in_caption: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    in_hashtags: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    in_mentions: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+    __table_args__ = (Index(None, "brand", "day", postgresql_include=["post_id"]),)

@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     migrate = sub.add_parser(
         "migrate",
         help="upgrade (or downgrade) the database schema",
-        description="Apply the Alembic migrations in migrations/ to DATABASE_URL.",
+        description="Apply the Alembic migrations in migrations/ to DATABASE_URL, then set "
+        "the passwords of the roles they create from LOGOWATCH_READER_PASSWORD, "
+        "LOGOWATCH_WORKER_PASSWORD, LOGOWATCH_INGEST_PASSWORD and "
+        "LOGOWATCH_WATCHDOG_PASSWORD, each when set.",
     )
     migrate.add_argument("--database-url", default=config.database_url(),
                          help="SQLAlchemy URL (env DATABASE_URL)")
@@ -227,10 +230,11 @@ def run_migrate(args: argparse.Namespace) -> int:
         else:
             migrate.upgrade(args.database_url, args.revision)
         print(f"database at revision {migrate.current(args.database_url) or 'base'}")
-        if not args.downgrade and config.env("LOGOWATCH_READER_PASSWORD"):
-            migrate.set_reader_password(args.database_url,
-                                        config.env("LOGOWATCH_READER_PASSWORD") or "")
-            print("logowatch_reader password set from LOGOWATCH_READER_PASSWORD")
+        for role, variable in migrate.ROLE_PASSWORDS.items():
+            password = config.env(variable)
+            if password and not args.downgrade:
+                migrate.set_role_password(args.database_url, role, password)
+                print(f"{role} password set from {variable}")
     except OperationalError as exc:
         raise WorkerError(f"cannot reach the database: {config.first_line(exc)}") from None
     return 0

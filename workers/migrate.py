@@ -38,19 +38,27 @@ def current(database_url: str) -> str | None:
         engine.dispose()
 
 
-def set_reader_password(database_url: str, password: str) -> None:
-    """Give the read-only dashboard role its password (from the environment, never logged)."""
-    import psycopg2.extensions
+# The login roles the migrations create, and the variable each one's password comes from.
+ROLE_PASSWORDS = {
+    "logowatch_reader": "LOGOWATCH_READER_PASSWORD",
+    "logowatch_worker": "LOGOWATCH_WORKER_PASSWORD",
+    "logowatch_ingest": "LOGOWATCH_INGEST_PASSWORD",
+    "logowatch_watchdog": "LOGOWATCH_WATCHDOG_PASSWORD",
+}
+
+
+def set_role_password(database_url: str, role: str, password: str) -> None:
+    """Give one of ``ROLE_PASSWORDS``' roles its password (from the environment, never logged).
+
+    The literal is quoted by psycopg2 and sent on the raw cursor without parameters, so no
+    character of the password (``%`` included) is read as SQL or as a placeholder."""
+    from psycopg2 import sql
     from sqlalchemy import create_engine
 
     engine = create_engine(database_url)
     try:
-        with engine.begin() as conn:
-            raw = conn.connection.dbapi_connection
-            literal = psycopg2.extensions.QuotedString(password)
-            literal.prepare(raw)  # type: ignore[arg-type]
-            conn.exec_driver_sql(
-                "ALTER ROLE logowatch_reader PASSWORD " + literal.getquoted().decode()
-            )
+        with engine.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD {}")
+                           .format(sql.Identifier(role), sql.Literal(password)))
     finally:
         engine.dispose()

@@ -76,6 +76,44 @@ def test_report_as_the_reader_prints_the_table_and_writes_valid_charts(
             assert image.format == "PNG" and image.size[0] > 400
     page = (out / "index.html").read_text()
     assert all(f'src="{name}"' in page for name in CHARTS)
+    style = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert "img{max-width:100%" in style and "{{" not in style and "}}" not in style
+
+
+@pytest.mark.parametrize(("since", "until", "shown"), [
+    ("0001-01-01", "2026-12-31", "0001-01-01 .. 2026-03-02"),
+    ("1900-01-01", "2026-12-31", "2026-03-01 .. 2026-03-02"),
+    ("1900-01-01", "1950-01-01", "1900-01-01 .. 1950-01-01"),  # no data: nothing to plot
+])
+def test_report_over_centuries_with_a_post_dated_year_one_shows_the_span_of_the_data(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], since: str, until: str,
+    shown: str,
+) -> None:
+    with create_engine(db).begin() as conn:
+        conn.execute(text(
+            "INSERT INTO posts (post_id, source, caption, image_url, posted_at) VALUES "
+            "('year-one', 'test', 'patagonia', 'http://x/1.jpg', '0001-01-01T12:00:00Z') "
+            "ON CONFLICT DO NOTHING"))
+    out = tmp_path / "report"
+    assert main(["report", "--brand", "patagonia", "--since", since, "--until", until,
+                 "--out", str(out), "--database-url", db]) == 0
+    assert capsys.readouterr().out.startswith(f"patagonia: {shown}")
+    for name in CHARTS:
+        with Image.open(out / name) as image:
+            image.verify()
+
+
+def test_report_names_the_brand_by_its_display_name(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["brands", "add", "thenorthface", "--display-name", "The North Face & Co",
+                 "--database-url", db]) == 0
+    out = tmp_path / "report"
+    assert main(["report", "--brand", "thenorthface", "--since", "2026-03-01", "--until",
+                 "2026-03-03", "--out", str(out), "--database-url", db]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("The North Face & Co: 2026-03-01")
+    assert "<h1>The North Face &amp; Co — 2026-03-01 to 2026-03-03</h1>" in \
+        (out / "index.html").read_text()
 
 
 def test_report_on_an_unknown_brand_fails_in_one_line(

@@ -21,14 +21,20 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 
 HISTOGRAM_SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
-# Grafana's macros as it expands them for a PostgreSQL datasource, over a wide range.
-MACROS = {
-    r"\$__timeFilter\(([^)]+)\)":
-        r"\1 BETWEEN '2026-01-01T00:00:00Z' AND '2026-12-31T23:59:59Z'",
-    r"\$__timeFrom\(\)": "'2026-01-01T00:00:00Z'",
-    r"\$__timeTo\(\)": "'2026-12-31T23:59:59Z'",
-    r"\$brand\b": "patagonia",
-}
+
+def expand(sql: str, start: str = "2026-01-01T00:00:00Z", end: str = "2026-12-31T23:59:59Z",
+           brand: str = "patagonia") -> str:
+    """The SQL as Grafana sends it to a PostgreSQL datasource (default: a wide range)."""
+    macros = {
+        r"\$__timeFilter\(([^)]+)\)": rf"\1 BETWEEN '{start}' AND '{end}'",
+        r"\$__timeFrom\(\)": f"'{start}'",
+        r"\$__timeTo\(\)": f"'{end}'",
+        r"\$brand\b": brand,
+    }
+    for pattern, value in macros.items():
+        sql = re.sub(pattern, value, sql)
+    assert "$" not in sql, f"unexpanded macro in {sql}"
+    return sql
 
 
 def panels() -> list[tuple[str, dict]]:
@@ -39,11 +45,14 @@ def panels() -> list[tuple[str, dict]]:
     return found
 
 
-def expand(sql: str) -> str:
-    for pattern, value in MACROS.items():
-        sql = re.sub(pattern, value, sql)
-    assert "$" not in sql, f"unexpanded macro in {sql}"
-    return sql
+def sql_queries() -> list[tuple[str, str]]:
+    """Every SQL panel target and template variable, named, unexpanded."""
+    queries = [(name, t["rawSql"]) for name, p in panels() for t in p["targets"]
+               if "rawSql" in t]
+    for path in DASHBOARDS:
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            queries.append((f"variable {variable['name']}", variable["query"]))
+    return queries
 
 
 def test_datasources_use_the_reader_role_and_a_password_from_the_environment() -> None:
@@ -63,14 +72,15 @@ def test_both_dashboards_exist_with_unique_uids() -> None:
     assert len({b["uid"] for b in boards}) == len(boards)
 
 
-def test_every_sql_panel_and_variable_runs_as_the_reader(migrated_db: str) -> None:
+@pytest.fixture(scope="module")
+def seeded_db(migrated_db: str) -> str:
     seed(migrated_db)
-    reader = create_engine(make_url(migrated_db).set(username="logowatch_reader"))
-    queries = [(name, t["rawSql"]) for name, p in panels() for t in p["targets"]
-               if "rawSql" in t]
-    for path in DASHBOARDS:
-        for variable in json.loads(path.read_text())["templating"]["list"]:
-            queries.append((f"variable {variable['name']}", variable["query"]))
+    return migrated_db
+
+
+def test_every_sql_panel_and_variable_runs_as_the_reader(seeded_db: str) -> None:
+    reader = create_engine(make_url(seeded_db).set(username="logowatch_reader"))
+    queries = sql_queries()
     assert len(queries) >= 10
     empty = []
     with reader.connect() as conn:
@@ -119,3 +129,15 @@ def test_every_promql_panel_names_a_metric_a_real_scrape_serves() -> None:
     assert missing == set(), f"panels use metrics nobody exports: {sorted(missing)}"
     assert any(m.startswith("logowatch_worker_") for m in used)
     assert any(m.startswith("logowatch_ingest_") for m in used)
+
+
+def test_the_current_model_stat_shows_the_model_version(seeded_db: str) -> None:
+    panel = dict(panels())["Brand analytics / Current model"]
+    assert re.fullmatch(panel["options"]["reduceOptions"]["fields"].strip("/"), "model_version")
+    engine = create_engine(seeded_db)
+    try:
+        with engine.connect() as conn:
+            shown = conn.execute(text(expand(panel["targets"][0]["rawSql"]))).mappings().one()
+    finally:
+        engine.dispose()
+    assert shown["model_version"] == "m2"

@@ -22,7 +22,7 @@ def db(migrated_db: str) -> Engine:
     engine = create_engine(migrated_db)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE posts, detections, embeddings, produced_posts, models, "
-                          "brands, brand_aliases, brand_model_pins"))
+                          "brands, brand_aliases, brand_model_pins, brand_text_matches"))
     seed(migrated_db)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO embeddings (post_id, backbone, dim, vector) "

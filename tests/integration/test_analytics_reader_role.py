@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import psycopg2
+import psycopg2.errors
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -76,3 +81,52 @@ def test_downgrade_keeps_the_role_while_another_database_still_grants_it(
         migrate.upgrade(other)  # and it comes back cleanly on top of the surviving role
     finally:
         pg_cluster.drop_database("t_reader_other")
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TEMP TABLE sneaky (x int)",
+    "CREATE TEMP VIEW sneaky AS SELECT 1",
+    "CREATE TEMP SEQUENCE sneaky",
+    "CREATE FUNCTION pg_temp.sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE TABLE sneaky (x int)",
+    "CREATE SCHEMA sneaky",
+    "SELECT lo_create(0)",
+    "SELECT lo_creat(-1)",
+    "SELECT lo_from_bytea(0, 'x')",
+])
+def test_reader_creates_nothing_even_in_a_read_write_transaction(
+    migrated_db: str, sql: str
+) -> None:
+    conn = psycopg2.connect(make_url(migrated_db).set(
+        username="logowatch_reader", drivername="postgresql").render_as_string(False))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN READ WRITE")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def test_reader_statement_outrunning_the_limit_is_cancelled_though_it_set_no_timeout(
+    migrated_db: str, reader: Engine
+) -> None:
+    # As the compose stack runs it: its own role, which may only see and cancel statements.
+    as_watchdog = make_url(migrated_db).set(username="logowatch_watchdog")
+    watchdog = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "watchdog", "--database-url",
+         as_watchdog.render_as_string(hide_password=False),
+         "--limit", "1", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
+    try:
+        with reader.connect() as conn:
+            conn.execute(text("SET statement_timeout = 0"))
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(text("SELECT pg_sleep(300)"))
+        assert isinstance(caught.value.orig, psycopg2.errors.QueryCanceled)
+    finally:
+        watchdog.send_signal(signal.SIGTERM)
+        _, log = watchdog.communicate(timeout=60)
+    assert watchdog.returncode == 0, log
+    assert "cancelled a logowatch_reader statement" in log

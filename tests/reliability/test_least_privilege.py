@@ -181,3 +181,26 @@ def test_ingest_honours_kafka_tls_settings_instead_of_falling_back_to_plaintext(
     # A TLS client cannot talk to this plaintext broker: nothing may be delivered.
     assert result.returncode != 0
     assert read_topic(bootstrap, topic, limit=1, timeout_ms=3000) == []
+
+
+def test_the_ingest_role_keeps_its_checkpoints_and_reaches_nothing_else(
+    migrated_db: str,
+) -> None:
+    from ingest.checkpoints import Checkpoint, CheckpointStore
+
+    url = make_url(migrated_db).set(username="logowatch_ingest") \
+        .render_as_string(hide_password=False)
+    store = CheckpointStore(url)
+    try:
+        store.commit("lp-source", ["lp-a", "lp-b"], Checkpoint({"page": 2}, None))
+        store.commit("lp-source", ["lp-b", "lp-c"], Checkpoint({"page": 3}, None))
+        assert store.already_produced(["lp-a", "lp-c", "lp-z"]) == {"lp-a", "lp-c"}
+        assert store.load("lp-source").cursor == {"page": 3}
+        for sql in ("SELECT * FROM posts", "INSERT INTO posts (post_id) VALUES ('x')",
+                    "DELETE FROM produced_posts", "TRUNCATE ingest_checkpoints",
+                    "SELECT * FROM brand_daily"):
+            with store.engine.connect() as conn, pytest.raises(DBAPIError) as caught:
+                conn.execute(text(sql))
+            assert "permission denied" in str(caught.value.orig), sql
+    finally:
+        store.close()
