@@ -30,6 +30,8 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing logowatch and its dependencies into .venv (first time: minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
+  # the distribution was called `logowatch` until that PyPI name turned out to be taken
+  .venv/bin/python -m pip uninstall -y -q logowatch >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
