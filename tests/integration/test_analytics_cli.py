@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from analytics.report import CHARTS
 from tests.integration.analytics_seed import seed
 from workers.cli import main
+from workers.sink import ResultWriter
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +63,9 @@ def test_brands_load_replaces_the_aliases_of_the_brands_in_the_file(
 def test_report_as_the_reader_prints_the_table_and_writes_valid_charts(
     db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reader = make_url(db).set(username="logowatch_reader").render_as_string(hide_password=False)
     out = tmp_path / "report"
     assert main(["report", "--brand", "patagonia", "--since", "2026-03-01",
-                 "--until", "2026-03-03", "--out", str(out), "--database-url", reader]) == 0
+                 "--until", "2026-03-03", "--out", str(out), "--database-url", _reader(db)]) == 0
     table = capsys.readouterr().out
     assert "2026-03-01      5      3      3      1         2         2             67%" in table
     assert "total           7      4      4      1         3         3             75%" in table
@@ -76,6 +76,10 @@ def test_report_as_the_reader_prints_the_table_and_writes_valid_charts(
             assert image.format == "PNG" and image.size[0] > 400
     page = (out / "index.html").read_text()
     assert all(f'src="{name}"' in page for name in CHARTS)
+    assert ('<tr><td>2026-03-01</td><td class="n">5</td><td class="n">3</td>\n'
+            '<td class="n">3</td><td class="n">1</td>') in page
+    assert '<tfoot><tr><th>total</th><td class="n">7</td>' in page
+    assert "<tr><td>#climbing</td>" in page
     style = page.split("<style>", 1)[1].split("</style>", 1)[0]
     assert "img{max-width:100%" in style and "{{" not in style and "}}" not in style
 
@@ -114,6 +118,36 @@ def test_report_names_the_brand_by_its_display_name(
     assert capsys.readouterr().out.splitlines()[1].startswith("The North Face & Co: 2026-03-01")
     assert "<h1>The North Face &amp; Co — 2026-03-01 to 2026-03-03</h1>" in \
         (out / "index.html").read_text()
+
+
+def _reader(db: str) -> str:
+    return make_url(db).set(username="logowatch_reader").render_as_string(hide_password=False)
+
+
+def test_report_shows_the_models_training_date_and_weights_and_warns_when_random(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = ResultWriter(db)  # registered as a worker does, with a bundle's metadata
+    writer.register_model("m-random", "inception_v3@75", {"zara": 0.5}, {
+        "created_at": "2026-11-01T09:30:00+00:00", "metrics": {},
+        "backbone": {"weights": "random(seed=0)", "random_weights": True}})
+    writer.write([], [], [])
+    writer.engine.dispose()
+    for brand, expected in [
+        ("zara", ("<dd>2026-11-01 09:30 UTC</dd>", "<dd>random(seed=0)</dd>",
+                  "runs on random backbone\nweights")),
+        ("patagonia", ("<dt>trained</dt><dd>unknown</dd>",
+                       "<dt>backbone weights</dt><dd>unknown</dd>", "are\nunknown")),
+    ]:
+        out = tmp_path / brand
+        assert main(["report", "--brand", brand, "--since", "2026-03-01", "--until",
+                     "2026-03-03", "--out", str(out), "--database-url", _reader(db)]) == 0
+        page = (out / "index.html").read_text()
+        assert all(text in page for text in expected), page
+        assert '<p class="warning" role="alert">' in page
+    table = capsys.readouterr().out
+    assert "model m-random (trained 2026-11-01, weights random(seed=0))\nWARNING" in table
+    assert "model m2 (trained unknown, weights unknown)" in table
 
 
 def test_report_on_an_unknown_brand_fails_in_one_line(
