@@ -68,7 +68,7 @@ class ModelInfo:
     version: str
     backbone: str
     pinned: bool
-    trained_at: datetime | None
+    trained_at: datetime | None  # UTC
     weights: str | None
     random_weights: bool | None
 
@@ -116,8 +116,8 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
         raise AnalyticsError(f"unknown brand {brand!r} (known: {names})")
     period = {"b": brand, "s": since, "u": until}
     row = conn.execute(text(
-        "SELECT m.model_version, m.backbone, m.pinned, p.trained_at, p.weights, "
-        "p.random_weights FROM brand_current_model m "
+        "SELECT m.model_version, m.backbone, m.pinned, p.trained_at AT TIME ZONE 'UTC', "
+        "p.weights, p.random_weights FROM brand_current_model m "
         "JOIN model_provenance p USING (model_version) WHERE m.brand = :b"), period).first()
     model = ModelInfo(*row) if row else None
     first, last = conn.execute(text(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -148,6 +152,40 @@ def test_report_shows_the_models_training_date_and_weights_and_warns_when_random
     table = capsys.readouterr().out
     assert "model m-random (trained 2026-11-01, weights random(seed=0))\nWARNING" in table
     assert "model m2 (trained unknown, weights unknown)" in table
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("no chromium on PATH: scripts/bootstrap.sh installs it")
+    return found
+
+
+@pytest.mark.parametrize("width", [600, 1280])
+def test_report_in_headless_chromium_fits_the_window_without_horizontal_scrolling(
+    db: str, tmp_path: Path, width: int
+) -> None:
+    out = tmp_path / "report"
+    assert main(["report", "--brand", "patagonia", "--since", "2026-02-20", "--until",
+                 "2026-03-10", "--out", str(out), "--database-url", _reader(db)]) == 0
+    # The page measures itself once everything (the charts too) has loaded.
+    probe = ('<script>addEventListener("load", () => { document.title = JSON.stringify('
+             '{scroll: document.documentElement.scrollWidth, inner: innerWidth}) })</script>')
+    page = (out / "index.html").read_text()
+    (out / "probe.html").write_text(page.replace("</body>", probe + "</body>"))
+    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'profile'}",  # never another Chromium's profile
+             f"--window-size={width},2400", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*flags, "--dump-dom", (out / "probe.html").as_uri()], check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    measured = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1))  # type: ignore[union-attr]
+    assert measured["inner"] == width
+    assert measured["scroll"] <= width, f"the page is {measured['scroll']} px wide at {width}"
+    shot = tmp_path / f"report-{width}.png"
+    subprocess.run([*flags, f"--screenshot={shot}", (out / "index.html").as_uri()],
+                   check=True, capture_output=True, timeout=300)
+    with Image.open(shot) as image:
+        assert image.size == (width, 2400)
 
 
 def test_report_on_an_unknown_brand_fails_in_one_line(
