@@ -2,12 +2,11 @@
 
 It reads only the views (so it runs as ``logowatch_reader`` and shows the numbers the
 dashboards show) and is meant for the marketer without a dashboard: one command, one folder
-to mail around.
+to mail around. The page is ``templates/report.html``, rendered by Jinja2 with autoescaping.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,10 +19,6 @@ from analytics.errors import AnalyticsError
 TOP_N = 10
 GRID_DAYS = 3 * 366  # periods up to this long are drawn day by day, empty days included
 CHARTS = ("daily_mentions.png", "image_only_share.png", "top_accounts.png")
-# Charts and the table shrink or scroll inside the page; nothing widens it past the screen.
-STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-         "img{max-width:100%;height:auto}"
-         "pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
 
 
 def parse_since(value: str, today: date | None = None) -> date:
@@ -66,11 +61,28 @@ class Account:
 
 
 @dataclass
+class ModelInfo:
+    """The brand's current model; ``trained_at``, ``weights`` and ``random_weights`` are None
+    for a model registered before its provenance was recorded (migration 0009)."""
+
+    version: str
+    backbone: str
+    pinned: bool
+    trained_at: datetime | None  # UTC
+    weights: str | None
+    random_weights: bool | None
+
+    def describe(self) -> str:
+        trained = f"{self.trained_at:%Y-%m-%d}" if self.trained_at else "unknown"
+        return f"{self.version} (trained {trained}, weights {self.weights or 'unknown'})"
+
+
+@dataclass
 class BrandReport:
     brand: str
     since: date
     until: date
-    model_version: str | None
+    model: ModelInfo | None
     days: list[Day]
     accounts: list[Account] = field(default_factory=list)
     hashtags: list[tuple[str, int]] = field(default_factory=list)
@@ -103,8 +115,11 @@ def load(conn: Connection, brand: str, since: date, until: date) -> BrandReport:
         names = ", ".join(sorted(known)) or "none; add one with: logowatch brands add"
         raise AnalyticsError(f"unknown brand {brand!r} (known: {names})")
     period = {"b": brand, "s": since, "u": until}
-    model = conn.execute(text(
-        "SELECT model_version FROM brand_current_model WHERE brand = :b"), period).scalar()
+    row = conn.execute(text(
+        "SELECT m.model_version, m.backbone, m.pinned, p.trained_at AT TIME ZONE 'UTC', "
+        "p.weights, p.random_weights FROM brand_current_model m "
+        "JOIN model_provenance p USING (model_version) WHERE m.brand = :b"), period).first()
+    model = ModelInfo(*row) if row else None
     first, last = conn.execute(text(
         "SELECT min(day), max(day) FROM brand_daily WHERE brand = :b AND day BETWEEN :s AND :u"
     ), period).one()
@@ -142,8 +157,11 @@ def _share(value: float | None) -> str:
 
 def render_table(report: BrandReport) -> str:
     """The plain-text summary the command prints."""
+    model = report.model
     head = (f"{report.name}: {report.since} .. {report.until}, model "
-            f"{report.model_version or '(none: text mentions only)'}")
+            f"{model.describe() if model else '(none: text mentions only)'}")
+    if model and model.random_weights:
+        head += "\nWARNING: this model runs on random weights; its image numbers mean nothing"
     cols = f"{'day':<10}  {'posts':>5}  {'image':>5}  {'text':>5}  {'both':>5}  " \
            f"{'img-only':>8}  {'txt-only':>8}  {'img-only share':>14}"
     lines = [head, "", cols, "-" * len(cols)]
@@ -196,7 +214,10 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     ax.plot(days, [d.image_hits for d in report.days], marker="o", linewidth=4, alpha=0.6,
             markersize=9, label="in image")
     ax.plot(days, [d.text_hits for d in report.days], marker="s", label="in text")
-    ax.plot(days, [d.both_hits for d in report.days], linestyle="--", label="both")
+    # "both" is never above the others: drawn last, dotted, with its own marker and not
+    # clipped, so it shows where it equals another series and on the axis at zero.
+    ax.plot(days, [d.both_hits for d in report.days], linestyle=":", linewidth=2,
+            marker="D", markersize=5, color="black", zorder=3, clip_on=False, label="both")
     ax.set_title(f"{report.name}: posts per day, seen in the image vs said in text")
     ax.set_ylabel("posts")
     ax.set_ylim(bottom=0)
@@ -236,21 +257,20 @@ def write_charts(report: BrandReport, out: Path) -> list[Path]:
     save(fig, CHARTS[2])
 
     index = out / "index.html"
-    index.write_text(_html(report), encoding="utf-8")
+    index.write_text(render_html(report), encoding="utf-8")
     written.append(index)
     return written
 
 
-def _html(report: BrandReport) -> str:
-    esc = html.escape
-    title = f"{report.name} — {report.since} to {report.until}"
-    images = "\n".join(f'<figure><img src="{name}" alt="{esc(name[:-4].replace("_", " "))}">'
-                       "</figure>" for name in CHARTS)
-    return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>\n"
-        f"<h1>{esc(title)}</h1>\n"
-        f"<pre>{esc(render_table(report))}</pre>\n{images}\n"
-        f"<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by logowatch report from the "
-        "brand_* views.</p>\n</body></html>\n"
-    )
+def render_html(report: BrandReport) -> str:
+    """The page: model provenance, the daily numbers and the top lists as tables, the charts."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("analytics"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html").render(
+        report=report, model=report.model, total=report.total, share=_share,
+        title=f"{report.name} — {report.since} to {report.until}",
+        days=[d for d in report.days if d.posts],
+        charts=[(name, name[:-4].replace("_", " ")) for name in CHARTS],
+        generated=datetime.now(UTC))

@@ -100,7 +100,8 @@ class Post(Base):
 
 
 class Model(Base):
-    """A model bundle that has written detections: its brands, thresholds and metrics."""
+    """A model bundle that has written detections: its brands, thresholds and metrics, when
+    it was trained and on which backbone weights (NULL for rows older than migration 0009)."""
 
     __tablename__ = "models"
 
@@ -109,6 +110,9 @@ class Model(Base):
     brands: Mapped[dict[str, float]] = mapped_column(JSONB, nullable=False)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     created_at: Mapped[datetime] = _now()
+    trained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    weights: Mapped[str | None] = mapped_column(Text)
+    random_weights: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Detection(Base):

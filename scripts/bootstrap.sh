@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently: Debian's PostgreSQL server, Java 17 and
-# Maven (for the Kafka broker's jars), Node.js and npm (for the backbone weights), a virtualenv
+# Maven (for the Kafka broker's jars), Node.js and npm (for the backbone weights), Chromium (the
+# report's headless screenshot test), a virtualenv
 # in .venv with logowatch and its dev extras, and the nsfwjs Inception v3 weights imported once
 # into ~/.cache/logowatch (real ImageNet-derived features without Keras' download host).
 set -euo pipefail
@@ -13,6 +14,7 @@ fi
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || need_apt+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the report's screenshot test
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]} from Debian"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -74,7 +74,7 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
 
     writer = ResultWriter(database_url)
     writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
-                          bundle.metadata.get("metrics", {}))
+                          bundle.metadata)
     where = "e.backbone = :backbone" + (" AND p.posted_at >= :since" if since else "")
     params: dict[str, Any] = {"backbone": bundle.backbone_id}
     if since:

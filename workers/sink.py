@@ -41,11 +41,16 @@ class ResultWriter:
         self.engine.dispose()
 
     def register_model(self, version: str, backbone: str, thresholds: dict[str, float],
-                       metrics: dict[str, Any]) -> None:
+                       metadata: dict[str, Any]) -> None:
         """The ``models`` row goes in with the first batch's transaction (detections refer
-        to it), so a database that is down at start-up is just another retried write."""
+        to it), so a database that is down at start-up is just another retried write.
+        ``metadata`` is the bundle's: its metrics, training time and weights provenance."""
+        weights = metadata.get("backbone", {})
         self._model = {"model_version": version, "backbone": backbone, "brands": thresholds,
-                       "metrics": metrics}
+                       "metrics": metadata.get("metrics", {}),
+                       "trained_at": metadata.get("created_at"),
+                       "weights": weights.get("weights"),
+                       "random_weights": weights.get("random_weights")}
 
     _model: dict[str, Any] | None = None
 

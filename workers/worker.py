@@ -59,7 +59,7 @@ class Worker:
             raise
         self.writer = writer or ResultWriter(c.database_url)
         self.writer.register_model(bundle.version, bundle.backbone_id, bundle.thresholds,
-                                   bundle.metadata.get("metrics", {}))
+                                   bundle.metadata)
         self.fetcher = fetcher or Fetcher(c.fetch)
         self.committer = Committer(self.consumer, self.tracker, self.metrics,
                                    interval=c.commit_interval)

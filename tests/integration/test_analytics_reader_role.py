@@ -19,7 +19,8 @@ from workers import migrate
 pytestmark = pytest.mark.integration
 
 VIEWS = ("brand_catalogue", "brand_current_model", "brand_mentions", "brand_daily",
-         "brand_top_accounts", "brand_hashtags_image_only", "brand_cooccurrence")
+         "brand_top_accounts", "brand_hashtags_image_only", "brand_cooccurrence",
+         "model_provenance")
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,10 @@ def test_every_record_lands_once_with_its_status_and_bad_ones_in_the_dlq(
     assert sorted(counts) == sorted((f"p{i}", len(BRANDS)) for i in range(20))
     # one embedding per scored image, all of the bundle's one width (its taps decide it)
     assert rows(migrated_db, "SELECT count(*), count(DISTINCT dim) FROM embeddings") == [(20, 1)]
-    assert rows(migrated_db, "SELECT count(*) FROM models") == [(1,)]
+    # the model row carries the bundle's training time and weights provenance (random here)
+    assert rows(migrated_db, "SELECT count(*), min(trained_at) IS NOT NULL, min(weights), "
+                "bool_and(random_weights) FROM models") == \
+        [(1, True, bundle.metadata["backbone"]["weights"], True)]
 
     letters = read_topic(bootstrap, f"{topic}.dlq", limit=2)
     assert sorted(m.key for m in letters) == [b"bad1", b"bad2"]
