@@ -45,22 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_classify)
 
 
-def start_scorer(args: argparse.Namespace, metrics: Any, *, max_queue: int) -> Any:
-    """The bundle, fetcher and scorer the flags of ``commands.add_scoring_flags`` describe."""
-    from workers.fetch import Fetcher
-    from workers.scoring import Scorer, ScorerConfig
-
-    try:
-        fetcher = Fetcher(commands.fetch_config(args))
-    except (OSError, ValueError) as exc:
-        raise WorkerError(f"--allow-host: {exc}") from None
-    bundle = commands.load_model(args)
-    return Scorer(bundle, fetcher, metrics, ScorerConfig(
-        batch_size=args.batch_size, max_wait=args.max_wait_ms / 1000,
-        fetch_workers=args.fetch_workers, max_queue=max_queue,
-        tiles=commands.tiles_spec(args, bundle)))
-
-
 def inputs(args: list[str]) -> Iterator[str]:
     """Every image named by the arguments, in order: URLs as given, files as paths."""
     for arg in args:
@@ -191,7 +175,7 @@ def run_classify(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(inputs(args.inputs)))
     if not names:
         raise WorkerError("no images found in " + " ".join(args.inputs))
-    scorer = start_scorer(args, StageMetrics(), max_queue=4 * args.batch_size)
+    scorer = commands.start_scorer(args, StageMetrics(), max_queue=4 * args.batch_size)
     try:
         output = Output(args.out, fmt, scorer.bundle.brands, scorer.bundle.version)
         todo = [n for n in names if n not in output.done]

@@ -144,6 +144,22 @@ def tiles_spec(args: argparse.Namespace, bundle: object) -> Any:
     return (getattr(bundle, "tiles", None) or TileSpec()) if args.tiles else None
 
 
+def start_scorer(args: argparse.Namespace, metrics: Any, *, max_queue: int) -> Any:
+    """The bundle, fetcher and scorer the flags of ``add_scoring_flags`` describe."""
+    from workers.fetch import Fetcher
+    from workers.scoring import Scorer, ScorerConfig
+
+    try:
+        fetcher = Fetcher(fetch_config(args))
+    except (OSError, ValueError) as exc:
+        raise WorkerError(f"--allow-host: {exc}") from None
+    bundle = load_model(args)
+    return Scorer(bundle, fetcher, metrics, ScorerConfig(
+        batch_size=args.batch_size, max_wait=args.max_wait_ms / 1000,
+        fetch_workers=args.fetch_workers, max_queue=max_queue,
+        tiles=tiles_spec(args, bundle)))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)

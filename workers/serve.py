@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import config, keys
-from workers.classify import start_scorer
-from workers.commands import _port, _positive, add_scoring_flags
+from workers.commands import _port, _positive, add_scoring_flags, start_scorer
 from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
