@@ -1,9 +1,9 @@
 """Privacy: pseudonymised authors, retention by age, and forgetting a person or a post.
 
 Images are never stored, so a post's personal data is its row in ``posts`` (author, caption,
-links), what was derived from it (``detections``, ``embeddings``) and the producers' memory of
-its id (``produced_posts``). Every deletion here covers all four in one transaction, so a crash
-never leaves half a person behind.
+links), what was derived from it (``detections``, ``embeddings``, people's ``brand_labels``) and
+the producers' memory of its id (``produced_posts``). Every deletion here covers all of them in
+one transaction, so a crash never leaves half a person behind.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Removed:
     detections: int = 0
     embeddings: int = 0
     produced_posts: int = 0
+    brand_labels: int = 0
     mentions_scrubbed: int = 0
 
     def add(self, other: Removed) -> None:
@@ -78,6 +79,7 @@ def _delete_posts(conn: Connection, post_ids: list[str]) -> Removed:
         detections=count("DELETE FROM detections WHERE post_id = ANY(:ids)"),
         embeddings=count("DELETE FROM embeddings WHERE post_id = ANY(:ids)"),
         produced_posts=count("DELETE FROM produced_posts WHERE post_id = ANY(:ids)"),
+        brand_labels=count("DELETE FROM brand_labels WHERE post_id = ANY(:ids)"),
         posts=count("DELETE FROM posts WHERE post_id = ANY(:ids)"),
     )
 

@@ -163,10 +163,19 @@ class Embedding(Base):
     backbone: Mapped[str] = mapped_column(Text, primary_key=True)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # With tiles: each window's embedding (float16, window after window) and its box as
+    # x0, y0, x1, y1 per window, so a rescore takes the same max over image and tiles.
+    tiles: Mapped[bytes | None] = mapped_column(LargeBinary)
+    tile_boxes: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (
         CheckConstraint("octet_length(vector) = 2 * dim", name="vector_float16"),
+        CheckConstraint(
+            "(tiles IS NULL) = (tile_boxes IS NULL) AND (tiles IS NULL OR ("
+            "cardinality(tile_boxes) % 4 = 0 AND "
+            "octet_length(tiles) = 2 * dim * (cardinality(tile_boxes) / 4)))",
+            name="tiles_float16"),
     )
 
 
@@ -241,6 +250,20 @@ class BrandModelPin(Base):
         Text, ForeignKey("models.model_version", ondelete="CASCADE"), nullable=False
     )
     pinned_at: Mapped[datetime] = _now()
+
+
+class BrandLabel(Base):
+    """A person's verdict on one post for one brand (``logowatch brands review``): whether
+    the brand's logo is in the image. The next ``brands add`` of the brand trains on them."""
+
+    __tablename__ = "brand_labels"
+
+    post_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("posts.post_id", ondelete="CASCADE"), primary_key=True
+    )
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    labelled_at: Mapped[datetime] = _now()
 
 
 class BrandTextMatch(Base):

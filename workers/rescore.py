@@ -3,7 +3,8 @@
 Image URLs from social platforms expire within days, but every image's backbone embedding is
 kept (float16), so a new brand head, or a retrained one, gets its history without fetching a
 single image. The live worker scores the same float16-rounded embeddings it stores, so a
-rescore of the same bundle reproduces the worker's whole-image scores exactly.
+rescore of the same bundle reproduces the worker's scores exactly: with tiles, the worker keeps
+each tile's embedding and box too (migration 0010), and the rescore takes the same max.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
         while True:
             with writer.engine.connect() as conn:  # keyset pages: no long-held cursor
                 page = conn.execute(text(
-                    "SELECT e.post_id, e.dim, e.vector, p.posted_at FROM embeddings e "
+                    "SELECT e.post_id, e.dim, e.vector, e.tiles, e.tile_boxes, p.posted_at "
+                    "FROM embeddings e "
                     f"JOIN posts p USING (post_id) WHERE {where} AND e.post_id > :after "
                     "ORDER BY e.post_id LIMIT :limit"
                 ), {**params, "after": last, "limit": batch_size}).all()
@@ -110,11 +112,15 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
 def rescore_rows(bundle: Any, page: list[Any], brands: list[str],
                  now: datetime) -> list[dict[str, Any]]:
     """Detection rows of stored embeddings (rows with ``post_id``, ``dim``, ``vector``,
-    ``posted_at``), built as the live worker builds them (``workers.rows``)."""
+    ``tiles``, ``tile_boxes``, ``posted_at``), built as the live worker builds them
+    (``workers.rows``): the max over the whole image and the tiles it stored."""
     columns = [bundle.brands.index(b) for b in brands]
-    scores = rows.score_stored(bundle, np.stack([rows.from_stored(r.vector, r.dim)
-                                                 for r in page]))[:, columns]
-    return [row for r, line in zip(page, scores, strict=True)
-            for row in rows.detection_rows(bundle, r.post_id, r.posted_at,
-                                           [(b, s, None) for b, s in zip(brands, line,
-                                                                         strict=True)], now)]
+    stored = [rows.from_stored(r.vector, r.dim, r.tiles, r.tile_boxes) for r in page]
+    scores = rows.score_stored(bundle, np.concatenate([views for views, _ in stored]))
+    out, start = [], 0
+    for r, (views, boxes) in zip(page, stored, strict=True):
+        own = scores[start:start + len(views), columns]
+        start += len(views)
+        out += rows.detection_rows(bundle, r.post_id, r.posted_at,
+                                   rows.best_views(brands, own, boxes), now)
+    return out

@@ -25,6 +25,15 @@ def score_stored(bundle: Any, vectors: np.ndarray) -> np.ndarray:
     return np.asarray(bundle.score(stored(vectors).astype(np.float32)))
 
 
+def best_views(brands: list[str], scores: np.ndarray,
+               boxes: list[Box | None]) -> list[tuple[str, float, Box | None]]:
+    """Each brand's best view of one image: ``scores`` is (views, brands), view 0 the whole
+    image and the others its tiles (``boxes`` aligned, None for the whole image)."""
+    best = np.argmax(scores, axis=0)
+    return [(brand, float(scores[best[j], j]), boxes[best[j]])
+            for j, brand in enumerate(brands)]
+
+
 def detection(bundle: Any, brand: str, score: float, box: Box | None) -> dict[str, Any]:
     """One brand's result for one image, as stored and as `classify` and `serve` report it."""
     return {"brand": brand, "score": min(1.0, max(0.0, float(score))),
@@ -42,15 +51,29 @@ def detection_rows(bundle: Any, post_id: str, posted_at: datetime,
     ]
 
 
-def embedding_row(bundle: Any, post_id: str, vector: np.ndarray,
+def embedding_row(bundle: Any, post_id: str, views: np.ndarray, boxes: list[Box | None],
                   now: datetime) -> dict[str, Any]:
-    kept = stored(vector)
-    return {"post_id": post_id, "backbone": bundle.backbone_id, "dim": int(kept.shape[0]),
-            "vector": kept.tobytes(), "created_at": now}
+    """The stored embeddings of one image: the whole image (view 0) and, when tiles were
+    scored, every tile with its box."""
+    kept = stored(views)
+    tiles = kept[1:]
+    return {"post_id": post_id, "backbone": bundle.backbone_id, "dim": int(kept.shape[1]),
+            "vector": kept[0].tobytes(), "created_at": now,
+            "tiles": tiles.tobytes() if len(tiles) else None,
+            "tile_boxes": [int(v) for box in boxes[1:] for v in box or ()] if len(tiles)
+            else None}
 
 
-def from_stored(vector: bytes, dim: int) -> np.ndarray:
-    return np.frombuffer(vector, dtype=np.float16, count=dim)
+def from_stored(vector: bytes, dim: int, tiles: bytes | None = None,
+                tile_boxes: list[int] | None = None) -> tuple[np.ndarray, list[Box | None]]:
+    """(views, boxes) of a stored row, as ``embedding_row`` took them apart."""
+    views = np.frombuffer(vector, dtype=np.float16, count=dim).reshape(1, dim)
+    boxes: list[Box | None] = [None]
+    if tiles is not None and tile_boxes:
+        views = np.concatenate([views, np.frombuffer(tiles, dtype=np.float16).reshape(-1, dim)])
+        flat = list(tile_boxes)
+        boxes += [tuple(flat[i:i + 4]) for i in range(0, len(flat), 4)]  # type: ignore[misc]
+    return views, boxes
 
 
 def batch_rows(batch: Any, bundle: Any, pseudonymise: Any = None,
@@ -73,10 +96,10 @@ def batch_rows(batch: Any, bundle: Any, pseudonymise: Any = None,
             "permalink": record.permalink, "posted_at": record.posted_at,
             "image_status": str(work.status), "error": work.error, "extra": record.extra,
         })
-        if work.status != ImageStatus.OK or work.embedding is None:
+        if work.status != ImageStatus.OK or work.views is None:
             continue
         detections += detection_rows(
             bundle, record.post_id, record.posted_at,
             [(brand, score, box) for brand, (score, box) in work.scores.items()], now)
-        embeddings.append(embedding_row(bundle, record.post_id, work.embedding, now))
+        embeddings.append(embedding_row(bundle, record.post_id, work.views, work.boxes, now))
     return posts, detections, embeddings

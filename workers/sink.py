@@ -82,7 +82,8 @@ class ResultWriter:
                 stmt = insert(Embedding).values(list(keyed_e.values()))
                 conn.execute(stmt.on_conflict_do_update(
                     index_elements=["post_id", "backbone"],
-                    set_={c: stmt.excluded[c] for c in ("dim", "vector", "created_at")},
+                    set_={c: stmt.excluded[c] for c in ("dim", "vector", "tiles", "tile_boxes",
+                                                         "created_at")},
                 ))
         self._model = None
 
@@ -180,7 +181,7 @@ class DatabaseStage:
             if work.record is None:
                 break
             work.status, work.error = ImageStatus.INTERNAL_ERROR, reason
-            work.embedding, work.scores = None, {}
+            work.views, work.scores = None, {}
         key = value = None
         with contextlib.suppress(Exception):
             key, value = work.record.key, work.record.to_bytes()

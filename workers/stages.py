@@ -40,7 +40,10 @@ class Work:
     data: bytes | None = None
     error: str | None = None
     tiles: list[Any] | None = None
-    embedding: np.ndarray | None = None
+    # The stored (float16) embeddings of the whole image (row 0) and its tiles, and the
+    # tiles' boxes (None for the whole image), once scored.
+    views: np.ndarray | None = None
+    boxes: list[tuple[int, int, int, int] | None] = field(default_factory=list)
     scores: dict[str, tuple[float, tuple[int, int, int, int] | None]] = field(
         default_factory=dict
     )
@@ -222,14 +225,11 @@ def _score(items: list[Work], bundle: Any) -> None:
     results = []
     start = 0
     for work, count in zip(items, counts, strict=True):
-        own = scores[start:start + count]
-        found = {}
-        for j, brand in enumerate(bundle.brands):
-            best = int(np.argmax(own[:, j]))
-            box = work.tiles[best].box if work.tiles else None
-            found[brand] = (float(own[best, j]), box)
-        results.append((embeddings[start], found))  # the whole image, always the first tile
+        boxes = [t.box for t in work.tiles] if work.tiles else [None]
+        found = rows.best_views(bundle.brands, scores[start:start + count], boxes)
+        results.append((embeddings[start:start + count], boxes, found))
         start += count
-    for work, (embedding, found) in zip(items, results, strict=True):
-        work.embedding, work.scores = embedding, found
+    for work, (views, boxes, found) in zip(items, results, strict=True):
+        work.views, work.boxes = views, boxes
+        work.scores = {brand: (score, box) for brand, score, box in found}
         work.tiles = None  # free the pixels before the batch waits for the database
