@@ -13,22 +13,26 @@ from workers.cli import main
 
 pytestmark = pytest.mark.integration
 
-PER_POST = ("posts", "detections", "embeddings", "produced_posts")
+PER_POST = ("posts", "detections", "embeddings", "produced_posts", "brand_labels")
 
 
 @pytest.fixture
 def db(migrated_db: str) -> Engine:
-    """The seed, plus an embedding and a producer id for every post; fresh for each test."""
+    """The seed, plus an embedding, a producer id and a person's label for every post; fresh
+    for each test."""
     engine = create_engine(migrated_db)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE posts, detections, embeddings, produced_posts, models, "
-                          "brands, brand_aliases, brand_model_pins, brand_text_matches"))
+                          "brands, brand_aliases, brand_model_pins, brand_text_matches, "
+                          "brand_labels"))
     seed(migrated_db)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO embeddings (post_id, backbone, dim, vector) "
                           "SELECT post_id, 'inception_v3', 2, '\\x00010203' FROM posts"))
         conn.execute(text("INSERT INTO produced_posts (post_id, source_key) "
                           "SELECT post_id, 'test' FROM posts"))
+        conn.execute(text("INSERT INTO brand_labels (post_id, brand, present) "
+                          "SELECT post_id, 'patagonia', true FROM posts"))
     yield engine
     engine.dispose()
 
