@@ -264,17 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     run.doc.update(dry_run=args.dry_run, bundle=net["bundle"], input_size=net["input_size"],
                    taps=[f"{t['op']}:{t['pool']}" for t in net["taps"]],
                    weights_dtype=net["weights_dtype"])
-    decode(args.export, net["input_size"], args, run)  # forks: before CUDA is initialised
-    run.doc["environment"] = environment(torch, device)
-    run.say(f"{run.doc['environment']}")
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    run.doc["check"] = check(torch, args.export, device, run)
-    run.save()
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    model_bound(torch, args.export, device, args, run)
-    run.doc["summary"] = summary(run.doc)
-    run.save()
+    try:  # whatever fails, what was measured before it is in the JSON
+        decode(args.export, net["input_size"], args, run)  # forks: before CUDA is initialised
+        run.doc["environment"] = environment(torch, device)
+        run.say(f"{run.doc['environment']}")
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        run.doc["check"] = check(torch, args.export, device, run)
+        run.save()
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        model_bound(torch, args.export, device, args, run)
+        run.doc["summary"] = summary(run.doc)
+    finally:
+        run.save()
     print(table(run.doc))
     print(f"JSON: {args.out}")
     return 1 if run.doc["errors"] else 0

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # What the lent machine does not have: importing any of these there would fail.
 ABSENT = ("tensorflow", "keras", "tensorboard", "sqlalchemy", "kafka", "psycopg2", "pydantic",
-          "starlette", "uvicorn", "alembic", "matplotlib", "requests")
+          "starlette", "uvicorn", "alembic", "matplotlib", "requests", "tqdm", "yaml", "lz4",
+          "zstandard", "snappy")
 # None in sys.modules is how Python spells "not installed": import raises ModuleNotFoundError
 # and importlib.util.find_spec answers None, as both do on the device.
 BLOCKER = f"import sys\nsys.modules.update(dict.fromkeys({ABSENT!r}))\n"
@@ -69,6 +70,8 @@ def test_export_then_dry_run_matches_tensorflow(
         points = doc["model"]["by_precision"][precision]
         assert set(points) == {"2", "4"}
         assert all(p["per_s"] > 0 and p["compiled"] for p in points.values())
+        # batch 4 holds the 4 reference images: the compiled graph's outputs are checked too
+        assert points["4"]["embedding_max_abs_diff"] < 0.05 * check["embedding_max_abs"]
         assert doc["summary"][precision]["decode_cores_needed"] > 0
     assert doc["decode"]["per_s"] > 0 and doc["decode"]["workers"] == 2
     assert "| bfloat16 | 4 |" in run.stdout
