@@ -19,8 +19,8 @@ if [[ -z "$PYTHON" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 if [[ " $* " != *" --dry-run "* ]]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
-    || echo "gpu.sh: nvidia-smi did not answer; PyTorch decides whether there is a GPU" >&2
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+    || echo "gpu.sh: no answer from nvidia-smi; PyTorch decides whether there is a GPU" >&2
 fi
 out="${OUT:-build/gpu-check}/gpu-check.json"
 exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m bench.gpu_check --out "$out" "$@"
