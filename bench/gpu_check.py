@@ -124,16 +124,29 @@ def check(torch: Any, folder: Path, device: Any, run: Run) -> dict[str, Any]:
     return out
 
 
-def _timed(torch: Any, fn: Any, x: Any, device: Any, seconds: float) -> dict[str, Any]:
-    def step() -> int:
-        fn(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return len(x)
-
+def _point(torch: Any, fn: Any, x: Any, ref: tuple[np.ndarray, np.ndarray], seconds: float
+           ) -> dict[str, Any]:
+    """One batch size: the first call (compiling, cuDNN's algorithm search) timed apart, then
+    images/s; a batch that holds the reference images checks the graph's own outputs too."""
     from bench.bounds import rate
 
-    return rate(step, seconds, 3)
+    def step() -> int:
+        fn(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        return len(x)
+
+    with torch.inference_mode():
+        started = time.perf_counter()
+        step()
+        point = {"first_call_s": round(time.perf_counter() - started, 2)}
+        point.update(rate(step, seconds, 3))
+        pixels, embeddings = ref
+        if len(x) >= len(pixels):
+            x[: len(pixels)] = torch.from_numpy(pixels).to(x.device)
+            emb = fn(x)[0][: len(pixels)].float().cpu().numpy()
+            point["embedding_max_abs_diff"] = float(np.abs(emb - embeddings).max())
+    return point
 
 
 def model_bound(torch: Any, folder: Path, device: Any, args: argparse.Namespace,
@@ -144,7 +157,7 @@ def model_bound(torch: Any, folder: Path, device: Any, args: argparse.Namespace,
     backend = "eager" if args.dry_run else "inductor"
     size = int(json.loads((folder / "net.json").read_text())["input_size"])
     with np.load(folder / "reference.npz") as z:
-        ref_pixels, ref_emb = z["pixels"], z["embeddings"]
+        ref = z["pixels"], z["embeddings"]
     result = run.doc["model"] = {"input": "uint8 NHWC on the device", "compile_backend": backend,
                                  "by_precision": {}}
     for name in PRECISIONS:
@@ -163,25 +176,25 @@ def model_bound(torch: Any, folder: Path, device: Any, args: argparse.Namespace,
                 run.say(f"model {name} batch {bs}: skipped, {run.left():.0f} s left")
                 continue
             x = torch.randint(0, 256, (bs, size, size, 3), dtype=torch.uint8, device=device)
-            first = time.perf_counter()
-            with torch.inference_mode():
+            point = None
+            while point is None:
                 try:
-                    fn(x)
-                except Exception as exc:
-                    run.doc["errors"].append(f"compiled {name} batch {bs}: {_first_line(exc)}; "
-                                             "measured eager")
-                    fn, compiled = model, False
-                    fn(x)
-                first_s = time.perf_counter() - first
-                point = _timed(torch, fn, x, device, args.seconds)
-                point.update(first_call_s=round(first_s, 2), compiled=compiled)
-                if bs >= len(ref_pixels):  # the compiled graph's own outputs, checked too
-                    x[: len(ref_pixels)] = torch.from_numpy(ref_pixels).to(device)
-                    emb = fn(x)[0][: len(ref_pixels)].float().cpu().numpy()
-                    point["embedding_max_abs_diff"] = float(np.abs(emb - ref_emb).max())
+                    point = {**_point(torch, fn, x, ref, args.seconds), "compiled": compiled}
+                except Exception as exc:  # an out-of-memory or a compile failure
+                    run.doc["errors"].append(f"{name} batch {bs}"
+                                             f"{' compiled' if compiled else ''}: "
+                                             f"{_first_line(exc)}")
+                    if not compiled:
+                        point = {"failed": _first_line(exc)}
+                    fn, compiled = model, False  # compiling is an optimisation: go on eager
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            if "per_s" in point:
+                run.say(f"model {name} batch {bs}: {point['per_s']:.1f} images/s (first call "
+                        f"{point['first_call_s']:.1f} s{'' if point['compiled'] else ', eager'})")
+            else:
+                run.say(f"model {name} batch {bs}: failed, {point['failed']}")
             points[str(bs)] = point
-            run.say(f"model {name} batch {bs}: {point['per_s']:.1f} images/s (first call "
-                    f"{first_s:.1f} s{'' if compiled else ', eager'})")
             run.save()
         done = [(int(b), p["per_s"]) for b, p in points.items() if "per_s" in p]
         if done:
@@ -229,7 +242,7 @@ def table(doc: dict[str, Any]) -> str:
                 rows.append(f"| {name} | {bs} | {p['per_s']:.1f} | {p['first_call_s']} | "
                             f"{p['compiled']} |")
             else:
-                rows.append(f"| {name} | {bs} | {p['skipped']} | | |")
+                rows.append(f"| {name} | {bs} | {p.get('skipped') or p['failed']} | | |")
     d = doc.get("decode")
     if d:
         rows.append(f"\ndecode bound: {d['per_s']:.1f} images/s ({d['workers']} processes), "
