@@ -72,8 +72,8 @@ def graph(model: Any) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict
             if conv is None or conv["op"] != "conv" or consumers[_inputs(layer)[0]] > 1:
                 raise DetectorError(f"{where}: only supported right after a convolution")
             if kind == "BatchNormalization":
-                if conv["relu"]:
-                    raise DetectorError(f"{where}: batch norm after ReLU is not supported")
+                if conv["relu"] or cfg["axis"] not in (-1, 3):
+                    raise DetectorError(f"{where}: only over channels, before the ReLU")
                 _fold(weights, conv["name"], layer, cfg)
             elif cfg["activation"] == "relu":
                 conv["relu"] = True
@@ -141,9 +141,11 @@ def export(model_dir: Path, out: Path, *, images: int = REFERENCE_IMAGES,
     """Write the export of bundle `model_dir` into `out`; returns net.json's content."""
     from bench.data import make_jpegs
     from detector.bundle import load_bundle
-    from detector.model import BACKBONES
+    from detector.model import BACKBONES, TOP
 
-    bundle = load_bundle(model_dir, batch_size=images)
+    # the reference is the float32 net whatever precision the bundle was trained in: the
+    # device checks its float32 rebuild against it and reports bfloat16's distance from it
+    bundle = load_bundle(model_dir, batch_size=images, precision="float32")
     backbone = bundle.backbone
     progress(f"export: walking the {backbone.name} graph cut at "
              f"{','.join(map(str, backbone.taps))}")
@@ -163,7 +165,8 @@ def export(model_dir: Path, out: Path, *, images: int = REFERENCE_IMAGES,
                    "precision": meta["backbone"].get("precision", "float32")},
         "input_size": bundle.input_size,
         "scale": BACKBONES[backbone.name].scale,
-        "taps": [{"op": alias[t.layer], "pool": t.pool} for t in backbone.taps],
+        "taps": [{"op": alias[backbone.model.layers[-1].name if t.layer == TOP else t.layer],
+                  "pool": t.pool} for t in backbone.taps],
         "weights_dtype": np.dtype(dtype).name,
         "ops": ops,
     }

@@ -75,3 +75,22 @@ def test_export_then_dry_run_matches_tensorflow(
         assert doc["summary"][precision]["decode_cores_needed"] > 0
     assert doc["decode"]["per_s"] > 0 and doc["decode"]["workers"] == 2
     assert "| bfloat16 | 4 |" in run.stdout
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ("conv_same_stride2", "asymmetric"),
+    ("depthwise", "not supported by the export"),
+])
+def test_export_refuses_what_it_cannot_rebuild(layer: str, message: str) -> None:
+    import keras
+
+    from bench.gpu_export import graph
+    from detector.errors import DetectorError
+
+    x = keras.Input((16, 16, 3))
+    if layer == "conv_same_stride2":
+        y = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
+    else:
+        y = keras.layers.DepthwiseConv2D(3)(x)
+    with pytest.raises(DetectorError, match=message):
+        graph(keras.Model(x, y))
