@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 
-def _rate(step: Callable[[], int], min_seconds: float, min_calls: int) -> dict[str, float]:
+def rate(step: Callable[[], int], min_seconds: float, min_calls: int) -> dict[str, float]:
     """Calls `step` (returns items done) until both floors are met; items per second."""
     step()  # warm-up: tracing, allocator, caches
     items, calls, started = 0, 0, time.perf_counter()
@@ -40,7 +40,7 @@ def model_bound(bundle: Any, batch_sizes: list[int], *, min_seconds: float,
             return len(pixels)
 
         started = time.perf_counter()
-        r = _rate(step, min_seconds, min_calls=2)
+        r = rate(step, min_seconds, min_calls=2)
         r["first_call_s"] = round(time.perf_counter() - started - r["seconds"], 2)
         out["by_batch"][str(bs)] = r
     best = max(out["by_batch"].items(), key=lambda kv: kv[1]["per_s"])
@@ -84,18 +84,18 @@ def decode_bound(images: list[bytes], size: int, *, min_seconds: float,
     chunks = [images[i::workers] for i in range(workers)]
     for tiles in (False, True):
         tag = "tiles_" if tiles else ""
-        out[f"{tag}one_core"] = _rate(lambda t=tiles: _prepare_many(images, size, t),
+        out[f"{tag}one_core"] = rate(lambda t=tiles: _prepare_many(images, size, t),
                                       min_seconds, 1)
         with ProcessPoolExecutor(workers, initializer=_keep, initargs=(images,)) as pool:
             def in_processes(t: bool = tiles) -> int:
                 return sum(pool.map(_prepare_slice, range(workers), [workers] * workers,
                                     [size] * workers, [t] * workers))
-            out[f"{tag}all_cores"] = _rate(in_processes, min_seconds, 3)
+            out[f"{tag}all_cores"] = rate(in_processes, min_seconds, 3)
         with ThreadPoolExecutor(workers) as threads:
             def in_threads(t: bool = tiles) -> int:
                 return sum(threads.map(_prepare_many, chunks, [size] * workers,
                                        [t] * workers))
-            out[f"{tag}threads"] = _rate(in_threads, min_seconds, 3)
+            out[f"{tag}threads"] = rate(in_threads, min_seconds, 3)
     out["per_s"] = out["all_cores"]["per_s"]
     out["tiles_per_s"] = out["tiles_all_cores"]["per_s"]
     return out

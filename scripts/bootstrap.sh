@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, idempotently: Debian's PostgreSQL server, Java 17 and
 # Maven (for the Kafka broker's jars), Node.js and npm (for the backbone weights), Chromium (the
-# report's headless screenshot test), a virtualenv
-# in .venv with logowatch and its dev extras, and the nsfwjs Inception v3 weights imported once
-# into ~/.cache/logowatch (real ImageNet-derived features without Keras' download host).
+# report's headless screenshot test), a virtualenv in .venv with logowatch and its dev and
+# gpu-bench extras, and the nsfwjs Inception v3 weights imported once into ~/.cache/logowatch (real ImageNet-derived features without Keras' download host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +33,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # the distribution was called `logowatch` until that PyPI name turned out to be taken
   .venv/bin/python -m pip uninstall -y -q logowatch >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # gpu-bench: PyTorch for the GPU check's dry-run test (tests/unit/test_gpu_check.py). PyPI
+  # has no CPU-only torch: ~4.5 GB with its CUDA libraries, ~2.5 min (docs/benchmarks.md, GPU)
+  .venv/bin/python -m pip install -q -e '.[dev,gpu-bench]'
   echo "$want" > "$stamp"
 fi
 
