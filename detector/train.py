@@ -30,7 +30,7 @@ from detector.datasets import (
     list_examples,
 )
 from detector.errors import DetectorError
-from detector.metrics import average_precision, choose_threshold
+from detector.metrics import at_threshold, average_precision, choose_threshold
 from detector.model import Tap
 from detector.preprocess import TileSpec
 
@@ -275,6 +275,9 @@ def train_heads(
         if brand in brands or base is None:
             thresholds[brand] = choose_threshold(labels(val.examples, brand), val_scores[:, j],
                                                  cfg.threshold_policy)
+            if brand in report:  # what the threshold does on validation, to compare later
+                m = at_threshold(labels(val.examples, brand), val_scores[:, j], thresholds[brand])
+                report[brand].update(val_precision=m["precision"], val_recall=m["recall"])
     return heads, thresholds, report
 
 
