@@ -32,7 +32,7 @@ from detector.errors import DetectorError
 from detector.preprocess import ImageError, decode
 from detector.synth import MANIFEST, SMALL_FRACTION, SynthImage, read_manifest, write_manifest
 
-RENDER_VERSION = "r1"  # in positive file names: change it when the renderer changes
+RENDER_VERSION = "r2"  # in positive file names: change it when the renderer changes
 MAX_SIDE = 640  # backgrounds are reduced to this long side (the backbone sees 299 px tiles)
 _ALPHA_MIN = 24  # alpha below this is "not visible" for cropping and boxes
 _KEY_TOLERANCE = 40.0  # RGB distance from the border colour that still counts as background
@@ -132,10 +132,12 @@ def _distort(logo: Image.Image, px: int, rng: np.random.Generator) -> Image.Imag
     mark = logo.resize((max(2, round(logo.width * scale)), max(2, round(logo.height * scale))),
                        Image.Resampling.LANCZOS)
     rgb, alpha = mark.convert("RGB"), mark.getchannel("A")
-    rgb = ImageEnhance.Brightness(rgb).enhance(float(rng.uniform(0.6, 1.3)))
-    rgb = ImageEnhance.Contrast(rgb).enhance(float(rng.uniform(0.7, 1.2)))
-    rgb = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.6, 1.3)))
-    gains = rng.uniform(0.9, 1.1, 3)
+    # exposure varies a lot; hue and saturation little: colour is much of what tells a brand's
+    # mark from other marks of the same shape (a wider jitter let those through)
+    rgb = ImageEnhance.Brightness(rgb).enhance(float(rng.uniform(0.7, 1.25)))
+    rgb = ImageEnhance.Contrast(rgb).enhance(float(rng.uniform(0.8, 1.15)))
+    rgb = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.85, 1.2)))
+    gains = rng.uniform(0.95, 1.05, 3)
     rgb = Image.fromarray(np.clip(np.asarray(rgb, np.float32) * gains, 0, 255).astype(np.uint8))
     if rng.random() < 0.25:  # printed on fabric, faded, seen through glass
         fade = float(rng.uniform(0.6, 0.95))
@@ -307,33 +309,58 @@ def build_training_set(
 def train_brand(
     data_dir: str | Path, base_bundle: str | Path, out_dir: str | Path, brand: str, *,
     cache_dir: str | Path | None = None, precision: float = 0.9, progress: bool = True,
-    seed: int = 0, validation_pct: float = 20.0, augment: int = 0,
+    seed: int = 0, validation_pct: float = 20.0, augment: int = 0, set_aside_feed: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """New bundle = every head of base_bundle unchanged + a head for `brand`, same backbone,
     taps, tiles and standardiser; threshold chosen on the held-out synthetic validation split
     for the target precision. Returns (bundle dir, report). No test split: every image trains
     or validates. `augment` 0: the renders are already distorted (and flips would mirror the
-    wordmark)."""
-    from detector.bundle import read_metadata
+    wordmark). `set_aside_feed`: train twice, the second time without the feed images the
+    first head finds the brand in (the report lists them)."""
+    from detector.bundle import load_bundle, read_metadata
+    from detector.datasets import BottleneckCache
     from detector.preprocess import TileSpec
-    from detector.train import TrainConfig, train_bundle
+    from detector.train import TrainConfig, gather, image_scores, train_bundle
 
     base = read_metadata(base_bundle)
     examples, _ = list_examples(data_dir, validation_pct=validation_pct, test_pct=0.0)
-    counts = {f"{split}_{kind}": sum(e.split == split and (brand in e.brands) == pos
-                                     for e in examples)
-              for split in ("train", "validation") for kind, pos in (("positives", True),
-                                                                     ("negatives", False))}
-    if min(counts.values()) == 0:
-        raise DetectorError(f"{data_dir}: training and validation both need {brand} images "
-                            f"and no-logo images, got {counts}")
     t = base.get("tiles")
     tiles = TileSpec(t["grid"], t["overlap"]) if t else None
     cfg = TrainConfig(augment=augment, flip=False, tiles=tiles, tile_negatives=tiles is not None,
                       threshold_policy=f"precision>={precision}", seed=seed,
                       validation_pct=validation_pct, test_pct=0.0, search=True)
-    path = train_bundle(data_dir, out_dir, brands=[brand], base_bundle=base_bundle, config=cfg,
-                        cache_dir=cache_dir, progress=progress, seed=seed)
+
+    def train(exclude: list[Path], backbone: Any = None) -> Path:
+        kept = [e for e in examples if e.path not in set(exclude)]
+        counts.clear()
+        for split in ("train", "validation"):
+            for kind, pos in (("positives", True), ("negatives", False)):
+                counts[f"{split}_{kind}"] = sum(e.split == split and (brand in e.brands) == pos
+                                                for e in kept)
+        if min(counts.values()) == 0:
+            raise DetectorError(f"{data_dir}: training and validation both need {brand} "
+                                f"images and no-logo images, got {counts}")
+        return train_bundle(data_dir, out_dir, brands=[brand], base_bundle=base_bundle,
+                            config=cfg, cache_dir=cache_dir, progress=progress, seed=seed,
+                            exclude=exclude, backbone_model=backbone)
+
+    counts: dict[str, int] = {}
+    path = train([])
+    set_aside: list[Path] = []
+    if set_aside_feed:
+        # The feed is unlabelled: some "negatives" show the brand. Those the first head scores
+        # at or above its threshold are set aside and the head is trained again without them.
+        first = load_bundle(path)
+        feed = [e for e in examples if not e.brands and e.path.name.startswith("feed-")]
+        cache = BottleneckCache.for_backbone(cache_dir or Path(data_dir) / ".bottlenecks",
+                                             first.backbone)
+        feats = gather(feed, first.backbone, cache, tiles=first.tiles, progress=progress)
+        scores = image_scores(first.heads, feats, first.tiles is not None)
+        j = first.brands.index(brand)
+        set_aside = [e.path for e, s in zip(feats.examples, scores[:, j], strict=True)
+                     if s >= first.thresholds[brand]]
+        if set_aside:
+            path = train(set_aside, first.backbone)
     meta = read_metadata(path)
     val = meta["metrics"]["validation"][brand]
     return path, {"brand": brand, "version": meta["version"], "base_version": base["version"],
@@ -341,5 +368,6 @@ def train_brand(
                   "validation_average_precision": val["val_average_precision"],
                   "validation_precision": val.get("val_precision"),
                   "validation_recall": val.get("val_recall"), "l2": val["l2"], **counts,
+                  "feed_set_aside": sorted(p.name for p in set_aside),
                   "note": OPTIMISTIC}
 

@@ -13,6 +13,7 @@ full-batch (L-BFGS) on cached embeddings: convex, deterministic, and a second or
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,8 @@ def train_bundle(
     base_bundle: str | Path | None = None,
     seed: int = 0,
     precision: str | None = None,
+    exclude: Collection[Path] = (),
+    backbone_model: Any = None,
 ) -> Path:
     """Train (or, with `base_bundle` and `brands`, extend) a bundle from class folders.
 
@@ -333,6 +336,8 @@ def train_bundle(
     weights file, or None (= nsfwjs for a new bundle, the base bundle's recorded source when
     extending one). A new bundle's taps are `config.taps`, or the backbone's candidate taps
     compared on validation PR-AUC; an extended bundle keeps its base's backbone and taps.
+    `exclude`: images under `data_dir` to leave out; `backbone_model`: an already built backbone
+    for the base bundle (saves building it again).
     """
     from detector.model import BACKBONES, Backbone, default_precision, parse_taps
 
@@ -345,6 +350,8 @@ def train_bundle(
                                 "installed (pip install tensorboard)")
     examples, found = list_examples(data_dir, validation_pct=cfg.validation_pct,
                                     test_pct=cfg.test_pct)
+    skip = set(exclude)
+    examples = [e for e in examples if e.path not in skip]
     targets = brands or found
     unknown = set(targets) - set(found)
     if unknown:
@@ -357,7 +364,8 @@ def train_bundle(
     base_heads, base_thresholds, tap_scores = None, {}, None
     if base_bundle is not None:
         # the base bundle's own backbone source unless a weights file is given explicitly
-        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights)
+        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights,
+                           backbone=backbone_model)
         bb, base_heads, base_thresholds = base.backbone, base.heads, base.thresholds
     else:
         if backbone not in BACKBONES:
