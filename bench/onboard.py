@@ -107,14 +107,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say("[onboard] initech head from the flat logo + the unlabelled feed")
     logo = load_logo(flat_logo(work / f"{BRAND}.png"))
     feed = sorted(feed_dir.rglob("*.jpg"))
+    render_seed = args.seed if args.render_seed is None else args.render_seed
     counts = build_training_set(work / "onboard", BRAND, [logo], feed,
-                                n_positives=args.positives, seed=args.seed)
+                                n_positives=args.positives, seed=render_seed)
     t = timed("render", t)
     from_logo, report = train_brand(work / "onboard", base, work / "bundle-logo", BRAND,
-                                    cache_dir=cache, precision=0.9, seed=args.seed)
+                                    cache_dir=cache, precision=0.9, seed=render_seed)
     t = timed("logo_head", t)
     kept_all, _ = train_brand(work / "onboard", base, work / "bundle-logo-all-feed", BRAND,
-                              cache_dir=cache, precision=0.9, seed=args.seed,
+                              cache_dir=cache, precision=0.9, seed=render_seed,
                               set_aside_feed=False)
     t = timed("logo_head_without_set_aside", t)
     feed_truth = {f"feed-{hashlib.sha1((feed_dir / r.file).read_bytes()).hexdigest()[:16]}"
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sub = small | ~y
     res: dict[str, Any] = {"setup": {
         "labelled_images": args.labelled, "feed_images": args.feed, "seed": args.seed,
+        "render_seed": render_seed,
         "logo_fraction": args.logo_fraction, "synthesised_positives": args.positives,
         "weights": args.weights, "input_size": args.size, "taps": list(TAPS),
         "tiles": "2x2, overlap 0.25", "split_pct": {"validation": VAL_PCT, "test": TEST_PCT},
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="augmented variants per labelled positive (bench.quality's)")
     p.add_argument("--size", type=int, default=299, help="backbone input size")
     p.add_argument("--weights", default="nsfwjs", help="backbone weights (default nsfwjs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data and model seed")
+    p.add_argument("--render-seed", type=int, default=None,
+                   help="seed of the onboarding renders (default: --seed)")
     p.add_argument("--work", default=".logowatch/bench-onboard",
                    help="data, bundles and bottleneck cache, reused across runs")
     p.add_argument("--chart", default=None, help="write the PR curves here (PNG)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,16 +243,17 @@ def _copy_images(paths: list[Path], folder: Path, prefix: str) -> tuple[list[Pat
 
 
 def build_training_set(
-    out_dir: str | Path, brand: str, logos: list[Image.Image], feed: list[Path], *,
+    out_dir: str | Path, brand: str, logos: list[Image.Image], feed: Sequence[Path], *,
     n_positives: int = 300, seed: int = 0, progress: bool = True,
-    real_positives: list[Path] = (), real_negatives: list[Path] = (),  # type: ignore[assignment]
+    real_positives: Sequence[Path] = (), real_negatives: Sequence[Path] = (),
     quality: tuple[int, int] = (55, 95),
 ) -> dict[str, Any]:
     """Writes out_dir/<brand>/*.jpg (synthesised positives, + real_positives copied),
     out_dir/no-logo/*.jpg (the feed images as negatives, + real_negatives) and
     out_dir/manifest.csv with the positives' boxes. `feed` images serve both as backgrounds
     and as negatives. Idempotent and resumable: files already there are not redrawn (their
-    boxes come from the manifest); same inputs + seed give byte-identical files. Returns counts.
+    boxes come from the manifest); same inputs + seed give byte-identical files, whatever the
+    order of `feed`. `quality`: the JPEG quality range of the positives. Returns counts.
     """
     from tqdm import tqdm
 
