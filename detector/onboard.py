@@ -35,6 +35,7 @@ from detector.synth import MANIFEST, SMALL_FRACTION, SynthImage, read_manifest, 
 
 RENDER_VERSION = "r2"  # in positive file names: change it when the renderer changes
 MAX_SIDE = 640  # backgrounds are reduced to this long side (the backbone sees 299 px tiles)
+MAX_LOGO = 1024  # logo files are reduced to this long side: a pasted logo is <= 45% of 640 px
 _ALPHA_MIN = 24  # alpha below this is "not visible" for cropping and boxes
 _KEY_TOLERANCE = 40.0  # RGB distance from the border colour that still counts as background
 OPTIMISTIC = ("optimistic estimate: validation is synthetic, its positives come from the same "
@@ -96,6 +97,7 @@ def load_logo(path: str | Path) -> Image.Image:
             raise DetectorError(f"{p}: not a logo image Pillow can read (PNG, WebP, JPEG): "
                                 f"{exc}") from None
     img = img.convert("RGBA")
+    img.thumbnail((MAX_LOGO, MAX_LOGO), Image.Resampling.LANCZOS)
     if min(img.getchannel("A").getextrema()) == 255:  # no transparency at all
         img = _key_border(img)
     box = img.getchannel("A").point(lambda a: 255 if a >= _ALPHA_MIN else 0).getbbox()

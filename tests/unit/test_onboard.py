@@ -24,11 +24,12 @@ def flat_mark(background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image
     return flat
 
 
-def test_load_logo_keeps_png_alpha_and_crops_to_the_visible_mark(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["logo.png", "logo.webp"])
+def test_load_logo_keeps_alpha_and_crops_to_the_visible_mark(tmp_path: Path, name: str) -> None:
     canvas = Image.new("RGBA", (200, 160), (0, 0, 0, 0))
     canvas.paste((10, 200, 30, 255), (40, 30, 90, 100))
-    canvas.save(tmp_path / "logo.png")
-    logo = load_logo(tmp_path / "logo.png")
+    canvas.save(tmp_path / name, lossless=True)
+    logo = load_logo(tmp_path / name)
     assert logo.mode == "RGBA" and logo.size == (50, 70)
     assert logo.getchannel("A").getextrema() == (255, 255)
 
