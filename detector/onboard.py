@@ -276,7 +276,16 @@ def build_training_set(
         h.update(f"{logo.size}".encode() + logo.convert("RGBA").tobytes())
     tag = f"onb{RENDER_VERSION}-{h.hexdigest()[:8]}-s{seed}"
     known = {r.file: r for r in read_manifest(out)} if (out / MANIFEST).is_file() else {}
-    rows = {}
+    rows = {f"{brand}/{p.name}": SynthImage(f"{brand}/{p.name}", (brand,), (), False)
+            for p in real_pos}
+    rows.update({f"{NO_LOGO}/{p.name}": SynthImage(f"{NO_LOGO}/{p.name}", (), (), False)
+                 for p in [*negatives, *real_neg]})
+
+    def save() -> None:  # keeps other brands' rows (one folder may onboard several brands)
+        merged = {**{k: r for k, r in known.items() if (out / k).is_file()}, **rows}
+        write_manifest(out / (MANIFEST + ".tmp"), [merged[k] for k in sorted(merged)])
+        (out / (MANIFEST + ".tmp")).replace(out / MANIFEST)
+
     folder = out / brand
     for i in tqdm(range(n_positives), desc=f"rendering {brand}", unit="img",
                   disable=not progress, leave=False):
@@ -293,17 +302,14 @@ def build_training_set(
         tmp.write_bytes(buf.getvalue())
         tmp.replace(out / rel)
         small = any(max(b[2] - b[0], b[3] - b[1]) < SMALL_FRACTION * max(img.size) for b in boxes)
-        rows[rel] = SynthImage(rel, (brand,) * len(boxes), tuple(boxes), small)
+        # no box (never seen): still a positive, its tiles are then not labelled
+        rows[rel] = SynthImage(rel, (brand,) * max(1, len(boxes)), tuple(boxes), small)
+        if i % 50 == 49:  # an interrupted run keeps the boxes of what it drew
+            save()
     for stale in folder.glob("*_nohash_onb*.jpg"):  # drawn by another logo, seed or count
         if f"{brand}/{stale.name}" not in rows:
             stale.unlink()
-    for p in real_pos:
-        rows[f"{brand}/{p.name}"] = SynthImage(f"{brand}/{p.name}", (brand,), (), False)
-    for p in [*negatives, *real_neg]:
-        rows[f"{NO_LOGO}/{p.name}"] = SynthImage(f"{NO_LOGO}/{p.name}", (), (), False)
-    # keep other brands' rows (one folder may onboard several brands), drop vanished files
-    merged = {**{k: r for k, r in known.items() if (out / k).is_file()}, **rows}
-    write_manifest(out / MANIFEST, [merged[k] for k in sorted(merged)])
+    save()
     return {"positives": n_positives, "real_positives": len(real_pos),
             "negatives": len(negatives), "real_negatives": len(real_neg),
             "unreadable": bad + bad_neg + bad_pos,
