@@ -13,6 +13,7 @@ full-batch (L-BFGS) on cached embeddings: convex, deterministic, and a second or
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from detector.datasets import (
     list_examples,
 )
 from detector.errors import DetectorError
-from detector.metrics import average_precision, choose_threshold
+from detector.metrics import at_threshold, average_precision, choose_threshold
 from detector.model import Tap
 from detector.preprocess import TileSpec
 
@@ -275,6 +276,9 @@ def train_heads(
         if brand in brands or base is None:
             thresholds[brand] = choose_threshold(labels(val.examples, brand), val_scores[:, j],
                                                  cfg.threshold_policy)
+            if brand in report:  # what the threshold does on validation, to compare later
+                m = at_threshold(labels(val.examples, brand), val_scores[:, j], thresholds[brand])
+                report[brand].update(val_precision=m["precision"], val_recall=m["recall"])
     return heads, thresholds, report
 
 
@@ -323,6 +327,8 @@ def train_bundle(
     base_bundle: str | Path | None = None,
     seed: int = 0,
     precision: str | None = None,
+    exclude: Collection[Path] = (),
+    backbone_model: Any = None,
 ) -> Path:
     """Train (or, with `base_bundle` and `brands`, extend) a bundle from class folders.
 
@@ -330,6 +336,8 @@ def train_bundle(
     weights file, or None (= nsfwjs for a new bundle, the base bundle's recorded source when
     extending one). A new bundle's taps are `config.taps`, or the backbone's candidate taps
     compared on validation PR-AUC; an extended bundle keeps its base's backbone and taps.
+    `exclude`: images under `data_dir` to leave out; `backbone_model`: an already built backbone
+    for the base bundle (saves building it again).
     """
     from detector.model import BACKBONES, Backbone, default_precision, parse_taps
 
@@ -342,6 +350,8 @@ def train_bundle(
                                 "installed (pip install tensorboard)")
     examples, found = list_examples(data_dir, validation_pct=cfg.validation_pct,
                                     test_pct=cfg.test_pct)
+    skip = set(exclude)
+    examples = [e for e in examples if e.path not in skip]
     targets = brands or found
     unknown = set(targets) - set(found)
     if unknown:
@@ -354,7 +364,8 @@ def train_bundle(
     base_heads, base_thresholds, tap_scores = None, {}, None
     if base_bundle is not None:
         # the base bundle's own backbone source unless a weights file is given explicitly
-        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights)
+        base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights,
+                           backbone=backbone_model)
         bb, base_heads, base_thresholds = base.backbone, base.heads, base.thresholds
     else:
         if backbone not in BACKBONES:
