@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _database_url(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +19,12 @@ def _database_url(parser: argparse.ArgumentParser) -> None:
                         help="SQLAlchemy URL (env DATABASE_URL)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction,
+             extend_brands: Callable[[Any, argparse.ArgumentParser], None] | None = None,
+             ) -> None:
+    """Registers this package's commands; ``extend_brands(actions, add)`` lets the composition
+    root (``workers``) add actions to ``brands`` and flags to ``brands add`` that need the
+    detector and the fetcher, which this package must not import."""
     brands = sub.add_parser(
         "brands", help="manage the brand catalogue (text aliases, hashtags, handles)",
         description="Brands and how they are said in text. Matching is case- and "
@@ -47,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for action in (add, listing, remove, load, pin, unpin):
         _database_url(action)
     brands.set_defaults(func=run_brands)
+    if extend_brands is not None:
+        extend_brands(actions, add)
 
     report = sub.add_parser(
         "report", help="image-vs-text report for one brand: table, PNG charts, HTML",

@@ -93,7 +93,7 @@ def load_logo(path: str | Path) -> Image.Image:
         try:
             img = Image.open(p)
             img.load()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DetectorError(f"{p}: not a logo image Pillow can read (PNG, WebP, JPEG): "
                                 f"{exc}") from None
     img = img.convert("RGBA")

@@ -8,6 +8,7 @@ package exposes ``register(subparsers)`` in its ``cli`` module and keeps heavy i
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -37,7 +38,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from analytics import cli as analytics_cli
     from detector import cli as detector_cli
     from ingest import cli as ingest_cli
-    from workers import classify, demo, keys, rescore, serve
+    from workers import classify, demo, keys, onboard, rescore, serve
     from workers import commands as worker_commands
 
     return [
@@ -49,7 +50,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         keys.register,
         ingest_cli.register,
         detector_cli.register,
-        analytics_cli.register,
+        functools.partial(analytics_cli.register, extend_brands=onboard.extend_brands),
     ]
 
 
@@ -70,9 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def database_url(value: str) -> str:
+    """The URL as SQLAlchemy needs it: ``postgresql://`` and ``postgres://`` (what psql and
+    most hosts give) mean the installed driver, psycopg2; anything else is a usage error. The
+    message never repeats the URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL (expected postgresql://USER@HOST:PORT/DB)") \
+            from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.drivername != "postgresql+psycopg2":
+        raise ValueError(f"driver {url.drivername!r} is not installed; use postgresql://")
+    return url.render_as_string(hide_password=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "database_url", None):
+        try:
+            args.database_url = database_url(args.database_url)
+        except ValueError as exc:
+            parser.exit(2, f"logowatch {args.command}: error: --database-url (or env "
+                        f"DATABASE_URL): {exc}\n")
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -110,11 +110,16 @@ def add_scoring_flags(p: argparse.ArgumentParser, *, model_required: bool = True
                    help="images per inference batch (default 32)")
     p.add_argument("--max-wait-ms", type=_positive, default=max_wait_ms,
                    help=f"close a partial batch after this many ms (default {max_wait_ms})")
-    p.add_argument("--fetch-workers", type=_positive, default=fetch_workers,
-                   help=f"threads fetching and decoding images (default {fetch_workers})")
     p.add_argument("--tiles", action="store_true",
                    help="also score an overlapping grid of tiles per image (small logos); "
                    "keeps the best score per brand and its region")
+    add_fetch_flags(p, fetch_workers=fetch_workers)
+
+
+def add_fetch_flags(p: argparse.ArgumentParser, *, fetch_workers: int) -> None:
+    """How images are fetched: every command that fetches uses the worker's fetcher."""
+    p.add_argument("--fetch-workers", type=_positive, default=fetch_workers,
+                   help=f"threads fetching and decoding images (default {fetch_workers})")
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
                    help="let the fetcher reach this exact non-public host:port (repeatable; "
                    "for a local image server). Everything non-public is refused otherwise")

@@ -33,6 +33,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         ["serve", "--model", "m", "--max-images", "0"],
         ["serve", "--model", "m", "--rate-limit", "-1"],
         ["keys", "sideways"],
+        ["brands", "add", "x", "--logo", "x.png", "--precision", "1.5"],
+        ["brands", "add", "x", "--logo", "x.png", "--positives", "0"],
+        ["brands", "review"],
+        ["report", "--brand", "x", "--database-url", "not a url"],
+        ["rescore", "--model", "m", "--database-url", "mysql://me:secret@db/x"],
     ],
 )
 def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:
@@ -40,7 +45,7 @@ def test_a_bad_flag_gets_one_line_and_exit_2(argv: list[str]) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("logowatch")
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
 
 
 def test_help_lists_the_subcommands() -> None:
@@ -48,3 +53,16 @@ def test_help_lists_the_subcommands() -> None:
     assert result.returncode == 0
     for command in ("services", "migrate"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["brands", "add", "x", "--dry-run"], "--dry-run only go with --logo FILE"),
+    (["brands", "add", "x", "--logo", "x.png"], "--logo needs --model"),
+    (["brands", "add", "x", "--logo", "no-such.png", "--model", "no-such-bundle",
+      "--database-url", "postgresql://127.0.0.1:1/x"], "not a model bundle"),
+])
+def test_brands_add_refuses_what_it_cannot_do_in_one_line(argv: list[str],
+                                                          expected: str) -> None:
+    result = _run(*argv)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
