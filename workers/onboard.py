@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
 
+HEAD_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # also a folder name in training data
 FEED_SIDE = 640  # fetched images are kept at most this large (they are drawn on at ~300 px)
 
 
@@ -122,8 +124,22 @@ def run_add(args: argparse.Namespace) -> int:
         if stray:
             raise WorkerError(f"{' and '.join(stray)} only go with --logo FILE")
         return analytics_cli.run_brands(args)
-    started = time.perf_counter()
+    from detector.datasets import NO_LOGO
+
     brand = args.brand.strip()
+    if not HEAD_NAME.fullmatch(brand) or brand == NO_LOGO:
+        raise WorkerError(f"brand {brand!r}: a detector head's name is lower-case letters, "
+                          "digits, '_', '-' or '.', starting with a letter or digit (say the "
+                          "brand's spelling with --display-name), and not 'no-logo'")
+    try:
+        return _onboard(args, brand)
+    except OSError as exc:  # a read-only models folder, a full disk, a vanished work folder
+        raise WorkerError(f"{exc.strerror or type(exc).__name__}: "
+                          f"{exc.filename or config.first_line(exc)}") from None
+
+
+def _onboard(args: argparse.Namespace, brand: str) -> int:
+    started = time.perf_counter()
     if not args.model:
         raise WorkerError("--logo needs --model (or env LOGOWATCH_MODEL): the bundle whose "
                           "backbone the new head is trained on")

@@ -58,6 +58,8 @@ def test_help_lists_the_subcommands() -> None:
 @pytest.mark.parametrize("argv, expected", [
     (["brands", "add", "x", "--dry-run"], "--dry-run only go with --logo FILE"),
     (["brands", "add", "x", "--logo", "x.png"], "--logo needs --model"),
+    (["brands", "add", "../etc", "--logo", "x.png"], "a detector head's name"),
+    (["brands", "add", "no-logo", "--logo", "x.png"], "not 'no-logo'"),
     (["brands", "add", "x", "--logo", "no-such.png", "--model", "no-such-bundle",
       "--database-url", "postgresql://127.0.0.1:1/x"], "not a model bundle"),
 ])
