@@ -207,11 +207,11 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
           f"in {time.perf_counter() - started:.0f}s")
     if moved:
         print(f"  {args.model} now points to {bundle_dir.name}: restart the detectors to run "
-              "it, then 'logowatch rescore --model "
-              f"{args.model} --since 2d' scores what they processed in between")
+              f"it, then 'logowatch rescore --model {args.model}' scores what they processed "
+              "in between")
     else:
-        print(f"  run the detectors with --model {bundle_dir} (then 'logowatch rescore --model "
-              f"{bundle_dir} --since 2d' scores what the old ones processed in between)")
+        print(f"  run the detectors with --model {bundle_dir}, then 'logowatch rescore --model "
+              f"{bundle_dir}' scores what the old ones processed in between")
     return 0
 
 
