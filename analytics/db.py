@@ -16,8 +16,9 @@ from analytics.errors import AnalyticsError
 
 
 @contextmanager
-def transaction(database_url: str | None) -> Iterator[Connection]:
-    """A connection inside one transaction: committed on success, rolled back on any error."""
+def transaction(database_url: str | None, *, commit: bool = True) -> Iterator[Connection]:
+    """A connection inside one transaction: committed on success, rolled back on any error,
+    and always rolled back with ``commit=False`` (a dry run sees its own writes, keeps none)."""
     if not database_url:
         raise AnalyticsError("no database: pass --database-url or set DATABASE_URL")
     engine = create_engine(database_url, poolclass=pool.NullPool)
@@ -26,8 +27,10 @@ def transaction(database_url: str | None) -> Iterator[Connection]:
             conn = engine.connect()
         except OperationalError as exc:
             raise AnalyticsError(f"cannot reach the database: {_first_line(exc)}") from None
-        with conn, conn.begin():
+        with conn, conn.begin() as trans:
             yield conn
+            if not commit:
+                trans.rollback()
     except OperationalError as exc:  # e.g. the reader role's statement_timeout
         raise AnalyticsError(f"database error: {_first_line(exc)}") from None
     except ProgrammingError as exc:

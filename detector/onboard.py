@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from detector.errors import DetectorError
 from detector.preprocess import ImageError, decode
 from detector.synth import MANIFEST, SMALL_FRACTION, SynthImage, read_manifest, write_manifest
 
+HEAD_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # also a folder name in the data set
 RENDER_VERSION = "r2"  # in positive file names: change it when the renderer changes
 MAX_SIDE = 640  # backgrounds are reduced to this long side (the backbone sees 299 px tiles)
 MAX_LOGO = 1024  # logo files are reduced to this long side: a pasted logo is <= 45% of 640 px
@@ -105,6 +107,16 @@ def load_logo(path: str | Path) -> Image.Image:
         raise DetectorError(f"{p}: the logo is empty (no visible pixels after removing its "
                             "background)")
     return img.crop(box)
+
+
+def check_brand_name(brand: str) -> str:
+    """The brand as a head's name (it becomes a folder of the data set): lower-case letters,
+    digits, ``_ - .``, not ``no-logo``; DetectorError otherwise."""
+    if not HEAD_NAME.fullmatch(brand) or brand == NO_LOGO:
+        raise DetectorError(f"brand {brand!r}: a detector head's name is lower-case letters, "
+                            "digits, '_', '-' or '.', starting with a letter or digit (say the "
+                            "brand's spelling with --display-name), and not 'no-logo'")
+    return brand
 
 
 def _digest(data: bytes) -> str:
@@ -259,8 +271,7 @@ def build_training_set(
     """
     from tqdm import tqdm
 
-    if not brand or brand == NO_LOGO or "/" in brand:
-        raise DetectorError(f"invalid brand name {brand!r}")
+    check_brand_name(brand)
     if not logos:
         raise DetectorError("no logo given")
     out = Path(out_dir)

@@ -32,9 +32,9 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,6 @@ from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
 
-HEAD_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # also a folder name in training data
 FEED_SIDE = 640  # fetched images are kept at most this large (they are drawn on at ~300 px)
 
 
@@ -124,13 +123,9 @@ def run_add(args: argparse.Namespace) -> int:
         if stray:
             raise WorkerError(f"{' and '.join(stray)} only go with --logo FILE")
         return analytics_cli.run_brands(args)
-    from detector.datasets import NO_LOGO
+    from detector.onboard import check_brand_name
 
-    brand = args.brand.strip()
-    if not HEAD_NAME.fullmatch(brand) or brand == NO_LOGO:
-        raise WorkerError(f"brand {brand!r}: a detector head's name is lower-case letters, "
-                          "digits, '_', '-' or '.', starting with a letter or digit (say the "
-                          "brand's spelling with --display-name), and not 'no-logo'")
+    brand = check_brand_name(args.brand.strip())
     try:
         return _onboard(args, brand)
     except OSError as exc:  # a read-only models folder, a full disk, a vanished work folder
@@ -151,14 +146,13 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     base = load_bundle(args.model, embed=False)
     logos = [load_logo(p) for p in args.logo]
     work = (args.work_dir or commands.DEFAULT_STATE / "onboard" / brand).resolve()
-    say = _Steps(started)
     spec = _spec(args, brand)
     if args.dry_run:
         return _dry_run(args, brand, spec, base, work)
 
-    say.step(1, f"catalogue: brand {brand} with aliases {_aliases(spec)}")
+    _step(started, 1, f"catalogue: brand {brand} with aliases {_aliases(spec)}")
     _catalogue(args.database_url, spec)
-    say.step(2, "feed: " + (f"images under {args.backgrounds}" if args.backgrounds else
+    _step(started, 2, "feed: " + (f"images under {args.backgrounds}" if args.backgrounds else
                             f"up to {args.feed_images} recent posts' images, fetched again"))
     feed = (_folder_images(args.backgrounds) if args.backgrounds
             else _fetch_feed(args, brand, work))
@@ -166,8 +160,7 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     if len(feed.negatives) < 20:
         raise WorkerError(f"only {len(feed.negatives)} images to train on (need 20 or more): "
                           "process more posts first, or pass --backgrounds DIR")
-    failed = {k: feed.failed.get(k, 0) + labelled.failed.get(k, 0)
-              for k in {**feed.failed, **labelled.failed}}
+    failed = Counter(feed.failed) + Counter(labelled.failed)
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(failed.items()))
     print(f"  {len(feed.negatives)} negatives and backgrounds; from 'brands review': "
           f"{len(labelled.positives)} confirmed, {len(labelled.negatives)} rejected"
@@ -175,14 +168,14 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
 
     from detector.onboard import build_training_set, train_brand
 
-    say.step(3, f"draw: {args.positives} composites of the logo")
+    _step(started, 3, f"draw: {args.positives} composites of the logo")
     counts = build_training_set(work / "data", brand, logos, feed.negatives,
                                 n_positives=args.positives, seed=args.seed,
                                 progress=not args.no_progress,
                                 real_positives=labelled.positives,
                                 real_negatives=labelled.negatives)
     print(f"  {json.dumps(counts, sort_keys=True)}")
-    say.step(4, f"train: a head for {brand} on {base.metadata['backbone']['name']} "
+    _step(started, 4, f"train: a head for {brand} on {base.metadata['backbone']['name']} "
              f"(other heads unchanged)")
     trained, report = train_brand(work / "data", args.model, work / "bundle", brand,
                                   cache_dir=work / "cache", precision=args.precision,
@@ -198,7 +191,7 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     if report.get("feed_set_aside"):
         print(f"  {len(report['feed_set_aside'])} feed image(s) looked like the brand and were "
               "not used as negatives")
-    say.step(5, "backfill: every stored embedding scored by the new bundle")
+    _step(started, 5, "backfill: every stored embedding scored by the new bundle")
     done = _backfill(args, new, brand)
     moved = _repoint(Path(args.model), bundle_dir)
     for images in ("feed", "labelled", "data"):  # the embeddings cache stays
@@ -224,12 +217,8 @@ def _aliases(spec: Any) -> str:
     return ", ".join(shown[kind].format(alias) for kind, alias in spec.aliases())
 
 
-class _Steps:
-    def __init__(self, started: float) -> None:
-        self.started = started
-
-    def step(self, n: int, what: str) -> None:
-        print(f"[{n}/5 {time.perf_counter() - self.started:5.0f}s] {what}", flush=True)
+def _step(started: float, n: int, what: str) -> None:
+    print(f"[{n}/5 {time.perf_counter() - started:5.0f}s] {what}", flush=True)
 
 
 def _spec(args: argparse.Namespace, brand: str) -> Any:
@@ -264,20 +253,13 @@ def _dry_run(args: argparse.Namespace, brand: str, spec: Any, base: Any, work: P
     from analytics import catalogue
     from analytics.db import transaction
 
-    class Rollback(Exception):
-        pass
-
-    try:
-        with transaction(args.database_url) as conn:
-            catalogue.add(conn, spec)  # so the text matches below include the new aliases
-            feed = conn.execute(text(FEED_SQL), {"brand": brand, "n": args.feed_images}).all()
-            labels = conn.execute(text("SELECT present, count(*) FROM brand_labels WHERE "
-                                       "brand = :b GROUP BY present"), {"b": brand}).all()
-            stored = conn.execute(text("SELECT count(*) FROM embeddings WHERE backbone = :b"),
-                                  {"b": base.backbone_id}).scalar_one()
-            raise Rollback
-    except Rollback:
-        pass
+    with transaction(args.database_url, commit=False) as conn:
+        catalogue.add(conn, spec)  # so the text matches below include the new aliases
+        feed = conn.execute(text(FEED_SQL), {"brand": brand, "n": args.feed_images}).all()
+        labels = conn.execute(text("SELECT present, count(*) FROM brand_labels WHERE "
+                                   "brand = :b GROUP BY present"), {"b": brand}).all()
+        stored = conn.execute(text("SELECT count(*) FROM embeddings WHERE backbone = :b"),
+                              {"b": base.backbone_id}).scalar_one()
     confirmed = dict((bool(p), n) for p, n in labels)
     source = (f"the images under {args.backgrounds}" if args.backgrounds else
               f"{len(feed)} recent posts' images fetched again (posts naming {brand} excluded)")
@@ -345,29 +327,33 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
         fetcher = Fetcher(commands.fetch_config(args))
     except (OSError, ValueError) as exc:
         raise WorkerError(f"--allow-host: {exc}") from None
-    out: dict[str, Path] = {}
-    errors: dict[str, int] = {}
 
-    def one(item: tuple[str, str]) -> None:
+    def one(item: tuple[str, str]) -> Path | str:
+        """The image's file, or why it could not be had."""
         post_id, url = item
         path = folder / (hashlib.sha1(post_id.encode()).hexdigest()[:16] + ".jpg")
         if not path.exists():
             try:
                 _save_small(fetcher.fetch(url), path)
             except Exception as exc:  # a dead URL, a hostile server, an undecodable image
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 log.debug("%s: %s", post_id, config.first_line(exc))
-                return
-        out[post_id] = path
+                return type(exc).__name__
+        return path
 
+    out: dict[str, Path] = {}
+    errors: Counter[str] = Counter()
     try:
         with ThreadPoolExecutor(max_workers=args.fetch_workers) as pool:
-            for _ in tqdm(pool.map(one, items), total=len(items), desc=f"fetch {what}",
-                          unit="img", disable=getattr(args, "no_progress", False)):
-                pass
+            for (post_id, _), got in tqdm(zip(items, pool.map(one, items), strict=True),
+                                          total=len(items), desc=f"fetch {what}", unit="img",
+                                          disable=getattr(args, "no_progress", False)):
+                if isinstance(got, Path):
+                    out[post_id] = got
+                else:
+                    errors[got] += 1
     finally:
         fetcher.close()
-    return out, errors
+    return out, dict(errors)
 
 
 def _save_small(data: bytes, path: Path) -> None:
