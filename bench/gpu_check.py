@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.config import first_line  # os and enum only: importable on the device
+
 DEADLINE_S = 390.0  # the whole run; the device call's limit is 540 s
 COMPILE_RESERVE_S = 90.0  # no new compile starts with less time than this left
 PRECISIONS = ("bfloat16", "float32")
@@ -254,7 +256,7 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return first_line(exc)[:300]  # a compiler's first line can be long
 
 
 def main(argv: list[str] | None = None) -> int:
