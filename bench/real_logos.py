@@ -1,0 +1,338 @@
+"""The realistic benchmark: real brand marks on real photographs (`bench.realistic`), test
+photos and distractor brands that training never saw, two protocols, several seeds.
+
+    PYTHONPATH=. python -m bench.real_logos --seeds 0,1,2 --out bench/results/real-logos.json \
+        --chart bench/results/real-logos.png
+
+Per seed: 4 target brands drawn from simple-icons (marks with enough ink to be a logo), a
+training set as a user would gather it (50 photos per brand, 400 without any target brand,
+folder labels only: no boxes) on the train side's photos and distractors, and a test set (40
+photos per brand, 640 without; chance AP 0.05) on the test side's. The two sides share no
+photo group, no distractor brand and no random stream.
+
+(a) labelled photos: `logowatch train` with its defaults (`TrainConfig()`), scored as the
+    worker scores (max over the whole image and its tiles when the bundle has tiles).
+(b) logo file alone: each brand's mark in its colour as a 512 px transparent PNG,
+    `build_training_set` over the training photos as an unlabelled feed, `train_brand` on
+    (a)'s bundle as the base (so the taps were chosen with labelled photos: the one thing the
+    base lends). This is what `logowatch brands add --logo` runs.
+
+Reported per brand and as the mean: AP, precision and recall at the bundle's threshold,
+precision at recall >= 0.8, small-mark AP (small positives against every negative) and
+recall, and for true positives the share whose region overlaps the true mark at IoU >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import realistic as rl
+from bench.quality import say
+
+PER_BRAND_TRAIN, NEGATIVE_TRAIN = 50, 400
+PER_BRAND_TEST, NEGATIVE_TEST = 40, 640
+
+
+def pick_brands(all_brands: list[rl.Brand], seed: int, n: int = 4) -> list[rl.Brand]:
+    """n brands whose mark is a logo at a glance: ink covers 12-75 % of its box and the box
+    is at most 4:1 (not a thin rule or a filled square). Distractors are everything else."""
+    rng = np.random.default_rng([seed, 7])
+    out: list[rl.Brand] = []
+    for i in rng.permutation(len(all_brands)):
+        b = all_brands[int(i)]
+        m = rl.mask(b, 64)
+        if 0.12 <= float(m.mean()) <= 0.75 and max(m.shape) <= 4 * min(m.shape):
+            out.append(b)
+        if len(out) == n:
+            return out
+    raise SystemExit("not enough marks")
+
+
+def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Photo],
+               distractors: list[rl.Brand], seed: int, per_brand: int, negatives: int,
+               boxes: bool) -> Path:
+    """Writes out/<slug>/*.jpg, out/no-logo/*.jpg and (with boxes) out/manifest.csv."""
+    from PIL import Image
+
+    if (out / "done.json").is_file():
+        return out
+    pool = [p for p in photos if p.side == side]
+    masks: dict[str, np.ndarray] = {}
+    decoded: dict[Path, Image.Image] = {}  # a side has a few dozen photos: decode each once
+
+    def load(path: Path) -> Image.Image:
+        if path not in decoded:
+            with Image.open(path) as im:
+                im.draft("RGB", (1600, 1600))
+                img = im.convert("RGB")
+            img.thumbnail((1600, 1600), Image.Resampling.LANCZOS)
+            decoded[path] = img
+        return decoded[path]
+
+    def m(b: rl.Brand) -> np.ndarray:
+        if b.slug not in masks:
+            masks[b.slug] = rl.mask(b)
+        return masks[b.slug]
+
+    jobs = [(b, i) for b in targets for i in range(per_brand)] + [(None, i)
+                                                                  for i in range(negatives)]
+    rows = []
+    stream = 0 if side == "train" else 1
+    for k, (brand, _) in enumerate(jobs):
+        rng = np.random.default_rng([seed, stream, k])
+        photo = pool[int(rng.integers(len(pool)))]
+        extra = [distractors[int(j)] for j in rng.integers(0, len(distractors),
+                                                           int(rng.integers(0, 4)))]
+        img = load(photo.path)
+        small = bool(rng.random() < 0.5)
+        data, size, box = rl.compose(img, (brand, m(brand)) if brand else None,
+                                     [(d, m(d)) for d in extra], rng, small)
+        folder = brand.slug if brand else "no-logo"
+        group = hashlib.sha1(photo.group.encode()).hexdigest()[:12]
+        rel = f"{folder}/{group}_nohash_s{seed}-{k:05d}.jpg"
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+        if brand is not None:
+            is_small = box is not None and max(box[2] - box[0], box[3] - box[1]) < \
+                rl.SMALL * max(size)
+            rows.append({"file": rel, "brands": brand.slug,
+                         "boxes": json.dumps([list(box)] if box else []),
+                         "small": int(is_small)})
+        else:
+            rows.append({"file": rel, "brands": "", "boxes": "[]", "small": 0})
+        if k % 100 == 99:
+            say(f"[real-logos] {side} seed {seed}: {k + 1}/{len(jobs)} images")
+    if boxes:
+        with (out / "manifest.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["file", "brands", "boxes", "small"])
+            w.writeheader()
+            w.writerows(rows)
+    (out / "done.json").write_text(json.dumps({"images": len(rows)}))
+    return out
+
+
+def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def score_test(bundle_path: Path, test_dir: Path, cache: Path) -> dict[str, Any]:
+    """Scores and regions of every test image as the worker computes them."""
+    from detector.bundle import load_bundle
+    from detector.datasets import BottleneckCache, image_size, list_examples
+    from detector.train import gather
+
+    b = load_bundle(bundle_path)
+    examples, _ = list_examples(test_dir, validation_pct=0.0, test_pct=100.0)
+    feats = gather(examples, b.backbone, BottleneckCache.for_backbone(cache, b.backbone),
+                   tiles=b.tiles)
+    examples, views = feats.examples, []  # gather leaves out unreadable files
+    for n in range(len(examples)):
+        emb = feats.whole[n:n + 1]
+        if b.tiles is not None and feats.tiles is not None:
+            emb = np.concatenate([emb, feats.tiles[n]])
+        views.append(b.score(emb))
+    return {"bundle": b, "examples": examples, "views": views,
+            "sizes": [image_size(e.path) for e in examples]}
+
+
+def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str, Any]:
+    from detector.metrics import at_threshold, average_precision, precision_at_recall
+    ex = scored["examples"]
+    y = np.array([brand in e.brands for e in ex])
+    s = np.array([v[:, j].max() for v in scored["views"]])
+    small = np.array([e.small for e in ex]) & y
+    sub = small | ~y
+    at = at_threshold(y, s, thr)
+    spec = scored["bundle"].tiles
+    hits = []
+    for n, e in enumerate(ex):
+        if not (y[n] and s[n] >= thr and e.boxes):
+            continue
+        w, h = scored["sizes"][n]
+        boxes = [(0, 0, w, h), *(spec.boxes(w, h) if spec is not None else [])]
+        best = boxes[int(scored["views"][n][:, j].argmax())]
+        hits.append(iou(best, e.boxes[0]) >= 0.5)
+    return {"average_precision": average_precision(y, s), **at,
+            "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
+            "small_ap": average_precision(y[sub], s[sub]),
+            "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
+            "region_iou_0.5": float(np.mean(hits)) if hits else None,
+            "positives": int(y.sum()), "small_positives": int(small.sum())}
+
+
+def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
+             all_brands: list[rl.Brand]) -> dict[str, Any]:
+    from detector.onboard import build_training_set, load_logo, train_brand
+    from detector.train import TrainConfig, train_bundle
+
+    work = Path(args.work) / f"seed{seed}"
+    cache = Path(args.work) / "bottlenecks"
+    targets = pick_brands(all_brands, seed)
+    slugs = {b.slug for b in targets}
+    others = [b for b in all_brands if b.slug not in slugs]
+    say(f"[real-logos] seed {seed}: brands {', '.join(b.title for b in targets)}")
+    timings: dict[str, float] = {}
+    t = time.time()
+    n = args.scale
+    train_dir = build_side(work / "train", "train", targets, photos,
+                           [b for b in others if rl.distractor_side(b.slug) == "train"], seed,
+                           round(PER_BRAND_TRAIN * n), round(NEGATIVE_TRAIN * n), boxes=False)
+    test_dir = build_side(work / "test", "test", targets, photos,
+                          [b for b in others if rl.distractor_side(b.slug) == "test"], seed,
+                          round(PER_BRAND_TEST * n), round(NEGATIVE_TEST * n), boxes=True)
+    timings["render"] = round(time.time() - t, 1)
+    res: dict[str, Any] = {"brands": [b.slug for b in targets], "protocols": {}}
+    t = time.time()
+    bundle_a = work / "bundle-labelled"
+    if not (bundle_a / "bundle.json").is_file():
+        train_bundle(train_dir, bundle_a, config=TrainConfig(), cache_dir=cache, seed=seed)
+    timings["train_labelled"] = round(time.time() - t, 1)
+    scored = score_test(bundle_a, test_dir, cache)
+    b = scored["bundle"]
+    res["protocols"]["labelled_photos"] = {
+        x.slug: metrics(scored, x.slug, b.thresholds[x.slug], b.brands.index(x.slug))
+        for x in targets}
+    res["taps"] = b.metadata["backbone"].get("taps")
+    if not args.skip_logo:
+        feed = sorted(p for p in train_dir.rglob("*.jpg"))
+        res["protocols"]["logo_file"] = {}
+        t = time.time()
+        for x in targets:
+            onb, out = work / f"onboard-{x.slug}", work / f"bundle-logo-{x.slug}"
+            logo = load_logo(rl.logo_file(x, work / f"{x.slug}.png"))
+            if not (out / "bundle.json").is_file():
+                build_training_set(onb, x.slug, [logo], feed, seed=seed,
+                                   n_positives=args.positives)
+                _, report = train_brand(onb, bundle_a, out, x.slug, cache_dir=cache, seed=seed)
+                (work / f"onboard-{x.slug}.json").write_text(json.dumps(report, indent=2))
+            report = json.loads((work / f"onboard-{x.slug}.json").read_text())
+            sc = score_test(out, test_dir, cache)
+            m = metrics(sc, x.slug, sc["bundle"].thresholds[x.slug],
+                        sc["bundle"].brands.index(x.slug))
+            m["printed_validation_precision"] = report.get("validation_precision")
+            m["printed_validation_recall"] = report.get("validation_recall")
+            res["protocols"]["logo_file"][x.slug] = m
+        timings["logo_file_all_brands"] = round(time.time() - t, 1)
+    res["seconds"] = timings
+    return res
+
+
+MEASURES = ("average_precision", "precision", "recall", "precision_at_recall_0.8", "small_ap",
+            "small_recall", "region_iou_0.5")
+
+
+def summary(seeds: dict[str, Any]) -> dict[str, Any]:
+    """Mean over brands per seed, then mean and range over seeds, per protocol."""
+    out: dict[str, Any] = {}
+    protocols = {p for r in seeds.values() for p in r["protocols"]}
+    for p in sorted(protocols):
+        per_seed = []
+        for r in seeds.values():
+            if p not in r["protocols"]:
+                continue
+            rows = list(r["protocols"][p].values())
+            per_seed.append({k: float(np.mean([x[k] for x in rows if x[k] is not None]))
+                             if any(x[k] is not None for x in rows) else None
+                             for k in MEASURES})
+        out[p] = {k: {"mean": float(np.mean([s[k] for s in per_seed if s[k] is not None])),
+                      "min": float(np.min([s[k] for s in per_seed if s[k] is not None])),
+                      "max": float(np.max([s[k] for s in per_seed if s[k] is not None]))}
+                  for k in MEASURES if any(s[k] is not None for s in per_seed)}
+    return out
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = ["| protocol | AP | precision | recall | P at R>=0.8 | small AP | small recall | "
+            "region IoU>=0.5 |", "|---|---|---|---|---|---|---|---|"]
+    for p, m in res["summary"].items():
+        cells = [f"{m[k]['mean']:.2f} ({m[k]['min']:.2f}-{m[k]['max']:.2f})" if k in m else "–"
+                 for k in MEASURES]
+        rows.append(f"| {p.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def chart(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(res["summary"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5 * len(protocols), 3.6), squeeze=False)
+    for ax, p in zip(axes[0], protocols, strict=True):
+        for seed, r in res["seeds"].items():
+            for slug, m in r["protocols"].get(p, {}).items():
+                ax.bar(f"{slug[:10]}\ns{seed}", m["average_precision"], color="tab:blue")
+        ax.axhline(0.05, color="grey", ls="--", lw=1, label="chance")
+        ax.set(ylim=(0, 1), ylabel="test AP", title=p.replace("_", " "))
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (brands, renders)")
+    p.add_argument("--work", default=".logowatch/bench-real-logos",
+                   help="sources, data sets, bundles and bottleneck cache, reused across runs")
+    p.add_argument("--cache", default=None,
+                   help="where the marks and photos are unpacked (default: under --work)")
+    p.add_argument("--skip-logo", action="store_true", help="protocol (a) only")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiplies every image count (0.1 for a quick check of the harness)")
+    p.add_argument("--positives", type=int, default=300,
+                   help="renders per brand for protocol (b) (build_training_set's default)")
+    p.add_argument("--out", default=None, help="write the JSON result here")
+    p.add_argument("--chart", default=None, help="write the per-brand AP chart here (PNG)")
+    args = p.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    cache = Path(args.cache or Path(args.work) / "sources")
+    t0 = time.time()
+    marks = rl.fetch_marks(cache)
+    photos = rl.photo_groups(rl.fetch_photos(cache))
+    all_brands = rl.brands(marks)
+    groups = {(ph.group, ph.side) for ph in photos}
+    setup = {"photos": len(photos), "photo_groups": len(groups),
+             "test_groups": sum(s == "test" for _, s in groups),
+             "marks": len(all_brands), "simple_icons": rl.SIMPLE_ICONS[:2],
+             "photo_packages": rl.PHOTO_PACKAGES, "test_pct": rl.TEST_PCT}
+    say(f"[real-logos] {setup['photos']} photos in {setup['photo_groups']} groups "
+        f"({setup['test_groups']} on the test side), {setup['marks']} marks")
+    res: dict[str, Any] = {"setup": setup, "seeds": {}}
+    for seed in seeds:
+        res["seeds"][str(seed)] = run_seed(args, seed, photos, all_brands)
+        res["summary"] = summary(res["seeds"])
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    res["seconds"] = round(time.time() - t0, 1)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    if args.chart:
+        chart(res, Path(args.chart))
+    print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
