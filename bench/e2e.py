@@ -121,8 +121,7 @@ class WorkerProcess(Child):
                 "--max-wait-ms", str(spec.max_wait_ms),
                 "--fetch-workers", str(spec.fetch_workers), "--allow-host", host,
                 "--metrics-port", str(port), "--drain-timeout", "30"]
-        if spec.tiles:
-            argv.append("--tiles")
+        argv.append("--tiles" if spec.tiles else "--no-tiles")
         if once:
             argv.append("--once")
         super().__init__(argv, port, log_path)

@@ -110,9 +110,11 @@ def add_scoring_flags(p: argparse.ArgumentParser, *, model_required: bool = True
                    help="images per inference batch (default 32)")
     p.add_argument("--max-wait-ms", type=_positive, default=max_wait_ms,
                    help=f"close a partial batch after this many ms (default {max_wait_ms})")
-    p.add_argument("--tiles", action="store_true",
-                   help="also score an overlapping grid of tiles per image (small logos); "
-                   "keeps the best score per brand and its region")
+    p.add_argument("--tiles", action=argparse.BooleanOptionalAction, default=None,
+                   help="score an overlapping grid of tiles per image too (small logos), "
+                   "keeping the best score per brand and its region. Default: as the bundle "
+                   "was trained (its thresholds were tuned on the max over the image and its "
+                   "tiles); --no-tiles scores the whole image only")
     add_fetch_flags(p, fetch_workers=fetch_workers)
 
 
@@ -143,10 +145,14 @@ def fetch_config(args: argparse.Namespace) -> Any:
 
 
 def tiles_spec(args: argparse.Namespace, bundle: object) -> Any:
-    """The tiles ``--tiles`` asks for: the bundle's own grid, else the default one."""
+    """The bundle's own tiles unless ``--no-tiles``; ``--tiles`` on a bundle trained without
+    them scores the default grid (its thresholds were then tuned on the whole image)."""
     from detector.preprocess import TileSpec
 
-    return (getattr(bundle, "tiles", None) or TileSpec()) if args.tiles else None
+    own = getattr(bundle, "tiles", None)
+    if args.tiles is None:
+        return own
+    return (own or TileSpec()) if args.tiles else None
 
 
 def start_scorer(args: argparse.Namespace, metrics: Any, *, max_queue: int) -> Any:

@@ -201,9 +201,8 @@ def run_demo(args: argparse.Namespace) -> int:
         args.allow_host = [*args.allow_host, host]
         where = (f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port
                  else "off")
-        if bundle.tiles is not None and not args.tiles:
-            args.tiles = True  # the thresholds were tuned on the max over image and tiles
-        print(f"demo: detector running (metrics: {where}, tiles: {args.tiles}), processing "
+        tiles = commands.tiles_spec(args, bundle) is not None
+        print(f"demo: detector running (metrics: {where}, tiles: {tiles}), processing "
               "the feed")
         args.once = True
         interrupted = _run_worker(commands.worker_config(args, bundle), bundle)

@@ -68,3 +68,21 @@ def test_brands_add_refuses_what_it_cannot_do_in_one_line(argv: list[str],
     result = _run(*argv)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+
+
+def test_tiles_default_to_the_bundles_own_and_can_be_turned_off_or_forced() -> None:
+    import argparse
+    from types import SimpleNamespace
+
+    from detector.preprocess import TileSpec
+    from workers.commands import add_scoring_flags, tiles_spec
+
+    p = argparse.ArgumentParser()
+    add_scoring_flags(p, max_wait_ms=50, fetch_workers=2)
+    trained, plain = SimpleNamespace(tiles=TileSpec(3, 0.1)), SimpleNamespace(tiles=None)
+    args = p.parse_args(["--model", "m"])
+    assert tiles_spec(args, trained) == TileSpec(3, 0.1) and tiles_spec(args, plain) is None
+    args = p.parse_args(["--model", "m", "--no-tiles"])
+    assert tiles_spec(args, trained) is None
+    args = p.parse_args(["--model", "m", "--tiles"])
+    assert tiles_spec(args, trained) == TileSpec(3, 0.1) and tiles_spec(args, plain) == TileSpec()
