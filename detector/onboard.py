@@ -48,9 +48,9 @@ OPTIMISTIC = ("optimistic estimate: validation is synthetic, its positives come 
 def _svg(path: Path) -> Image.Image:
     try:
         import cairosvg  # type: ignore[import-not-found]
-    except ImportError:
-        raise DetectorError(f"{path}: SVG logos need a rasteriser: pip install cairosvg, or "
-                            "give a PNG/WebP export of the logo") from None
+    except (ImportError, OSError) as exc:  # OSError: the system's libcairo is missing
+        raise DetectorError(f"{path}: SVG logos need CairoSVG and the cairo library "
+                            f"({exc}); or give a PNG/WebP export of the logo") from None
     try:
         return Image.open(io.BytesIO(cairosvg.svg2png(url=str(path), output_width=512)))
     except Exception as exc:  # cairosvg raises many kinds for a broken file

@@ -3,7 +3,6 @@ new head added to a bundle without touching the others (random-init backbone at 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -56,12 +55,19 @@ def test_load_logo_refuses_corrupt_empty_and_blank_files(tmp_path: Path) -> None
             load_logo(tmp_path / name)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cairosvg") is not None,
-                    reason="cairosvg installed: SVG is supported")
-def test_svg_without_a_rasteriser_names_what_to_install(tmp_path: Path) -> None:
-    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
-    with pytest.raises(DetectorError, match="pip install cairosvg"):
-        load_logo(tmp_path / "logo.svg")
+def test_an_svg_logo_is_rasterised_with_its_transparency_and_a_broken_one_is_one_line(
+        tmp_path: Path) -> None:
+    (tmp_path / "logo.svg").write_text(
+        '<svg viewBox="0 0 24 24" xmlns="http://www.w3.org/2000/svg">'
+        '<path fill="#E03020" d="M4 4h16v8H4z"/></svg>')
+    logo = load_logo(tmp_path / "logo.svg")
+    assert logo.mode == "RGBA" and logo.width == pytest.approx(2 * logo.height, rel=0.05)
+    r, g, b, a = logo.getpixel((logo.width // 2, logo.height // 2))
+    assert (r, g, b) == (0xE0, 0x30, 0x20) and a == 255  # cropped to the mark: no margin
+    (tmp_path / "broken.svg").write_text("<svg><path d=")
+    with pytest.raises(DetectorError, match="cannot rasterise") as err:
+        load_logo(tmp_path / "broken.svg")
+    assert "\n" not in str(err.value)
 
 
 @pytest.fixture(scope="module")
