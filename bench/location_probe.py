@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from detector.datasets import image_size, list_examples
     from detector.metrics import at_threshold, average_precision, choose_threshold
     from detector.model import Backbone
+    from detector.synth import read_manifest
 
     work = Path(args.work) / f"seed{args.seed}"
     layers = args.layers.split(",")
@@ -91,10 +93,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test_wh = [image_size(e.path) for e in test]
     res: dict[str, Any] = {"layers": layers, "size": args.size, "brands": {}}
     neg_cache: dict[str, list[np.ndarray]] = {}  # feed copies share names across brands
-    for onb in sorted(work.glob("onboard-*/")):
-        brand = onb.name.removeprefix("onboard-")
-        ex, _ = list_examples(onb, validation_pct=20.0, test_pct=0.0)
-        pos = [e for e in ex if e.brands and e.boxes]
+    for brand in sorted({b for e in test for b in e.brands}):
+        if args.train == "renders":
+            ex, _ = list_examples(work / f"onboard-{brand}", validation_pct=20.0, test_pct=0.0)
+        else:  # the labelled photos of protocol (a), with the boxes a user could draw
+            ex, _ = list_examples(work / "train", validation_pct=20.0, test_pct=0.0)
+            truth = {r.file: r for r in read_manifest(work / "train" / "truth.csv")}
+            ex = [replace(e, boxes=truth[f"{e.path.parent.name}/{e.name}"].boxes) for e in ex]
+        pos = [e for e in ex if brand in e.brands and e.boxes]
         neg = [e for e in ex if not e.brands]
         todo = [e.path for e in neg if e.path.name not in neg_cache]
         for p, m in zip(todo, maps_of(todo, net, args.size), strict=True):
@@ -175,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", default="mixed2,mixed5", help="blocks to probe, comma-separated")
     p.add_argument("--size", type=int, default=448, help="input side in pixels")
     p.add_argument("--l2", type=float, default=1e-2)
+    p.add_argument("--train", choices=["renders", "labelled"], default="renders",
+                   help="renders: protocol (b)'s onboarding renders; labelled: protocol (a)'s "
+                   "photos with their true boxes (bench.real_logos writes them to truth.csv)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     res = run(args)

@@ -61,7 +61,8 @@ def pick_brands(all_brands: list[rl.Brand], seed: int, n: int = 4) -> list[rl.Br
 def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Photo],
                distractors: list[rl.Brand], seed: int, per_brand: int, negatives: int,
                boxes: bool) -> Path:
-    """Writes out/<slug>/*.jpg, out/no-logo/*.jpg and (with boxes) out/manifest.csv."""
+    """Writes out/<slug>/*.jpg, out/no-logo/*.jpg, the boxes in out/truth.csv and (with
+    boxes, for the test side) out/manifest.csv, which training would read."""
     from PIL import Image
 
     if (out / "done.json").is_file():
@@ -112,8 +113,8 @@ def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Ph
             rows.append({"file": rel, "brands": "", "boxes": "[]", "small": 0})
         if k % 100 == 99:
             say(f"[real-logos] {side} seed {seed}: {k + 1}/{len(jobs)} images")
-    if boxes:
-        with (out / "manifest.csv").open("w", newline="") as f:
+    for name in ("truth.csv", "manifest.csv") if boxes else ("truth.csv",):
+        with (out / name).open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["file", "brands", "boxes", "small"])
             w.writeheader()
             w.writerows(rows)
