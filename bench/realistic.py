@@ -226,20 +226,11 @@ def crop(photo: Image.Image, rng: np.random.Generator, long_side: int = 800) -> 
 def _warp(layer: np.ndarray, rng: np.random.Generator, amount: float,
           angle: float) -> np.ndarray:
     """Rotate and perspective-warp an RGBA float layer (H, W, 4); returns the warped layer."""
+    from detector.onboard import perspective  # geometry only: the distribution is ours
+
     img = Image.fromarray(np.clip(layer * 255, 0, 255).astype(np.uint8), "RGBA")
     img = img.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
-    w, h = img.size
-    src = np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float64)
-    dst = src + rng.uniform(-amount, amount, (4, 2)) * (w, h)
-    dst -= dst.min(axis=0)
-    size = tuple(int(np.ceil(v)) + 1 for v in dst.max(axis=0))
-    a = []
-    for (x, y), (u, v) in zip(dst, src, strict=True):
-        a += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
-    coeffs = np.linalg.solve(np.array(a), src.flatten())
-    img = img.transform(size, Image.Transform.PERSPECTIVE, tuple(coeffs),
-                        resample=Image.Resampling.BICUBIC)
-    return np.asarray(img, np.float32) / 255.0
+    return np.asarray(perspective(img, rng, amount), np.float32) / 255.0
 
 
 def mark_layer(m: np.ndarray, hex_: str, px: int, rng: np.random.Generator) -> np.ndarray:

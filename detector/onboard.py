@@ -123,7 +123,7 @@ def _digest(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
-def _perspective(mark: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+def perspective(mark: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
     """A random projective warp: each corner moves up to `amount` of the mark's size."""
     w, h = mark.size
     src = np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float64)
@@ -161,7 +161,7 @@ def _distort(logo: Image.Image, px: int, rng: np.random.Generator) -> Image.Imag
     mark.putalpha(alpha)
     mark = mark.rotate(float(rng.uniform(-30, 30)), expand=True,
                        resample=Image.Resampling.BICUBIC)
-    mark = _perspective(mark, rng, float(rng.uniform(0.0, 0.15)))
+    mark = perspective(mark, rng, float(rng.uniform(0.0, 0.15)))
     if rng.random() < 0.35:
         radius = float(rng.uniform(0.3, 1.0)) * max(1.0, px / 100)
         mark = mark.convert("RGBa").filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
