@@ -255,6 +255,12 @@ def _summary(database_url: str, bundle: Any) -> None:
     print("stop the services: logowatch services down")
 
 
+# What the numbers above are not: measured by `python -m bench.real_logos` (docs/benchmarks.md).
+REALISTIC = ("this feed is drawn by detector.synth, the easy case. On real brand marks in "
+             "photographs training never saw, the same recipe measures mean AP 0.10 (chance "
+             "0.05): see docs/benchmarks.md, 'Detector quality on real marks in photographs'")
+
+
 def _accuracy(database_url: str, bundle: Any, rows: list[Any]) -> None:
     """Precision and recall of the stored detections against the feed's synthetic truth."""
     from sqlalchemy import create_engine, text
@@ -286,3 +292,4 @@ def _accuracy(database_url: str, bundle: Any, rows: list[Any]) -> None:
         recall = tp / len(t) if t else float("nan")
         print(f"{brand:<10} {precision:>9.2f} {recall:>7.2f} {tp:>4} {len(s - t):>4} "
               f"{len(t - s):>4}")
+    print(REALISTIC)
