@@ -67,7 +67,12 @@ def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Ph
 
     if (out / "done.json").is_file():
         return out
-    pool = [p for p in photos if p.side == side]
+    largest: dict[str, rl.Photo] = {}  # each group once, at its best resolution: a wallpaper
+    for p in photos:                   # shipped in five sizes must not be drawn five times
+        if p.side == side and (p.group not in largest or
+                               p.path.stat().st_size > largest[p.group].path.stat().st_size):
+            largest[p.group] = p
+    pool = [largest[g] for g in sorted(largest)]
     masks: dict[str, np.ndarray] = {}
     decoded: dict[Path, Image.Image] = {}  # a side has a few dozen photos: decode each once
 
@@ -280,11 +285,33 @@ def chart(res: dict[str, Any], path: Path) -> None:
                 ax.bar(f"{slug[:10]}\ns{seed}", m["average_precision"], color="tab:blue")
         ax.axhline(0.05, color="grey", ls="--", lw=1, label="chance")
         ax.set(ylim=(0, 1), ylabel="test AP", title=p.replace("_", " "))
-        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=70)
         ax.legend(loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def sheet(test_dir: Path, path: Path, per_row: int = 6, px: int = 220) -> None:
+    """A contact sheet of test images: the first positives of each brand (their true box in
+    red) and some negatives, so a reader sees what the benchmark asks."""
+    from PIL import Image, ImageDraw
+
+    from detector.synth import read_manifest
+
+    rows = read_manifest(test_dir)
+    brands = sorted({b for r in rows for b in r.brands})
+    picks = [r for b in brands for r in [x for x in rows if b in x.brands][:per_row]]
+    picks += [r for r in rows if not r.brands][:per_row]
+    out = Image.new("RGB", (per_row * px, -(-len(picks) // per_row) * px), (255, 255, 255))
+    for i, r in enumerate(picks):
+        img = Image.open(test_dir / r.file).convert("RGB")
+        for box in r.boxes:
+            ImageDraw.Draw(img).rectangle(box, outline=(255, 0, 0), width=4)
+        img.thumbnail((px - 6, px - 6))
+        out.paste(img, ((i % per_row) * px + 3, (i // per_row) * px + 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="renders per brand for protocol (b) (build_training_set's default)")
     p.add_argument("--out", default=None, help="write the JSON result here")
     p.add_argument("--chart", default=None, help="write the per-brand AP chart here (PNG)")
+    p.add_argument("--sheet", default=None,
+                   help="write a contact sheet of the first seed's test images here (PNG)")
     args = p.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -331,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
     if args.chart:
         chart(res, Path(args.chart))
+    if args.sheet:
+        sheet(Path(args.work) / f"seed{seeds[0]}" / "test", Path(args.sheet))
     print(table(res))
     return 0
 
