@@ -72,7 +72,7 @@ class Backoff:
     throttled: float = 60.0  # first wait after a throttling error, doubled per retry
     max_wait: float = 3600.0
     retries: int = 5
-    usage_ttl: float = 300.0  # a usage reading older than this is forgotten (headers come and go)
+    usage_ttl: float = 300.0  # a reading with no answer after it for this long is forgotten
 
     def pace(self, usage: float, regain_minutes: float = 0.0) -> float:
         """Seconds to wait before the next call, given the highest usage percentage seen."""
@@ -288,8 +288,10 @@ class GraphClient:
         return f"{self.base_url}/{path.lstrip('/')}", dict(params)
 
     def _record_usage(self, headers: Mapping[str, str]) -> None:
+        """Each answer's headers are the reading now: an answer without them ends the last one
+        (a window that was at 96 % and stopped reporting must not pause every later call)."""
         usage = parse_usage(headers)
-        if usage.by_header:
+        if usage.by_header or self.usage.by_header:
             self._set_usage(usage)
             self._usage_at = self.clock()
 

@@ -62,14 +62,56 @@ class _DeadlinePassed(TimeoutError):
     pass
 
 
-def address_is_public(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+# IPv6 prefixes whose addresses carry an IPv4 address that the packets end up at. Such an
+# address is judged by the IPv4 inside it (all of them where there are several), not by the
+# IPv6 ranges, whatever this Python's ``ipaddress`` tables say about the prefix.
+_SIXTOFOUR = ipaddress.ip_network("2002::/16")  # RFC 3056: bits 16-47
+_TEREDO = ipaddress.ip_network("2001::/32")  # RFC 4380: server and (obfuscated) client
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: the last 32 bits
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: any RFC 6052 length in it
+_LOW32 = (ipaddress.ip_network("::/96"),  # IPv4-compatible (RFC 4291, deprecated)
+          ipaddress.ip_network("::ffff:0:0/96"),  # IPv4-mapped
+          ipaddress.ip_network("::ffff:0:0:0/96"))  # IPv4-translated (RFC 2765)
+
+
+def _ipv4_at(value: int, *spans: tuple[int, int]) -> ipaddress.IPv4Address:
+    """The IPv4 address made of the given (first bit, bit count) spans of a 128-bit value."""
+    out = 0
+    for first, count in spans:
+        out = (out << count) | ((value >> (128 - first - count)) & ((1 << count) - 1))
+    return ipaddress.IPv4Address(out)
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (6to4, Teredo, NAT64 in its well-known
+    and local-use prefixes, IPv4-mapped, -compatible and -translated); empty for the rest."""
+    value = int(addr)
+    if addr in _SIXTOFOUR:
+        return [_ipv4_at(value, (16, 32))]
+    if addr in _TEREDO:
+        return [_ipv4_at(value, (32, 32)), ipaddress.IPv4Address(~value & 0xFFFFFFFF)]
+    if addr in _NAT64 or any(addr in net for net in _LOW32):
+        return [_ipv4_at(value, (96, 32))]
+    if addr in _NAT64_LOCAL:  # the operator picks the length: every place an IPv4 can be
+        return [_ipv4_at(value, (48, 16), (72, 16)), _ipv4_at(value, (56, 8), (72, 24)),
+                _ipv4_at(value, (72, 32)), _ipv4_at(value, (96, 32))]
+    return []
+
+
+def _ip_is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return addr.is_global and not (
         addr.is_loopback or addr.is_private or addr.is_link_local or addr.is_multicast
         or addr.is_reserved or addr.is_unspecified
     )
+
+
+def address_is_public(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address):
+        inside = embedded_ipv4(addr)
+        if inside:
+            return all(_ip_is_public(v4) for v4 in inside)
+    return _ip_is_public(addr)
 
 
 @dataclass(frozen=True)
@@ -231,7 +273,7 @@ class Fetcher:
                 location = response.getheader("Location")
                 if response.status in REDIRECTS and location:
                     # The redirect's body is never read: closing drops it with the socket.
-                    url = urljoin(url, location.strip())
+                    url = _redirect_target(url, location)
                     continue
                 return self._read(response, deadline)
             finally:
@@ -328,6 +370,14 @@ class Fetcher:
         if isinstance(exc, TimeoutError):
             return FetchError("fetch_failed", "timed out", transient=True)
         return FetchError("fetch_failed", f"{what}: {short(exc)}", transient=True)
+
+
+def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect leads, or ``fetch_failed`` when its Location is no URL at all."""
+    try:
+        return urljoin(url, location.strip())
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" from an unclosed bracket
+        raise FetchError("fetch_failed", f"invalid redirect target: {short(exc)}") from None
 
 
 def short(exc: BaseException) -> str:

@@ -137,3 +137,55 @@ def test_a_slow_host_times_out_as_fetch_failed(image_server: ImageServer) -> Non
 )
 def test_address_classification(ip: str, public: bool) -> None:
     assert address_is_public(ip) is public
+
+
+# Every IPv6 form that carries an IPv4 address, each with a forbidden IPv4 inside
+# (169.254.169.254, the cloud metadata address, or loopback) and with a public one (8.8.8.8).
+EMBEDDED = {
+    "6to4": ("2002:a9fe:a9fe::1", "2002:808:808::1"),
+    "Teredo server": ("2001:0:a9fe:a9fe::f7f7:f7f7", "2001:0:808:808::f7f7:f7f7"),
+    # Teredo's client address is stored inverted: ~169.254.169.254 = 86.1.86.1
+    "Teredo client": ("2001:0:808:808::5601:5601", "2001:0:808:808::f7f7:f7f7"),
+    "IPv4-mapped": ("::ffff:a9fe:a9fe", "::ffff:808:808"),
+    "IPv4-compatible": ("::7f00:1", "::808:808"),
+    "IPv4-translated": ("::ffff:0:a9fe:a9fe", "::ffff:0:808:808"),
+    "NAT64 well-known": ("64:ff9b::a9fe:a9fe", "64:ff9b::808:808"),
+    "NAT64 local-use /96": ("64:ff9b:1::a9fe:a9fe", None),
+    "NAT64 local-use /48": ("64:ff9b:1:a9fe:a9:fe00::", None),
+    "NAT64 local-use /64": ("64:ff9b:1:0:a9:fea9:fe00:0", None),
+}
+
+
+@pytest.mark.parametrize("form", sorted(EMBEDDED))
+def test_an_ipv6_address_is_judged_by_the_ipv4_inside(form: str) -> None:
+    forbidden, public = EMBEDDED[form]
+    assert address_is_public(forbidden) is False
+    if public is not None:
+        assert address_is_public(public) is True
+
+
+@pytest.mark.parametrize("form", sorted(EMBEDDED))
+def test_an_embedded_forbidden_ipv4_is_refused_before_any_connect(
+    image_server: ImageServer, form: str
+) -> None:
+    # Straight away and behind a redirect: "blocked" is the policy's answer, which comes before
+    # a socket is opened (a connect that failed would be a "fetch_failed").
+    url = f"http://[{EMBEDDED[form][0]}]:{image_server.port}/x.jpg"
+    image_server.routes["/r"] = _redirect(url)
+    for start in (url, image_server.url("/r")):
+        with pytest.raises(FetchError) as caught:
+            _fetcher(image_server).fetch(start)
+        assert caught.value.status == "blocked", form
+        assert "refused" in str(caught.value)
+
+
+@pytest.mark.parametrize("location", ["http://[::1/x.jpg", "http://[zz::1]/x.jpg",
+                                      "http://[2002:a9fe::1]:99999/", "http://h:port/"])
+def test_a_malformed_redirect_target_is_a_fetch_failure(
+    image_server: ImageServer, location: str
+) -> None:
+    image_server.routes["/bad"] = _redirect(location)
+    with pytest.raises(FetchError) as caught:
+        _fetcher(image_server).fetch(image_server.url("/bad"))
+    assert caught.value.status == "fetch_failed"
+    assert "invalid" in str(caught.value)

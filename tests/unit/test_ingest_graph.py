@@ -139,25 +139,28 @@ class _Clock:
         self.now += seconds
 
 
-def test_a_usage_reading_expires_when_later_answers_carry_no_header(graph: FakeGraph) -> None:
+@pytest.mark.parametrize("percent", [96, 85])  # a pause and a pace
+def test_a_usage_reading_ends_when_the_next_answer_carries_no_header(
+        graph: FakeGraph, percent: int) -> None:
     clock = _Clock()
-    backoff = Backoff(pause=30.0, usage_ttl=30.0)
+    backoff = Backoff(pause=5.0, max_pace=10.0)  # a short pause, the default 300 s lifetime
     client = GraphClient(TOKEN, graph.base_url, backoff=backoff, sleep=clock.sleep,
                          clock=lambda: clock.now)
-    graph.headers = [usage_headers(96)]  # one answer near the limit, then none say anything
-    for _ in range(5):
+    graph.headers = [usage_headers(percent)]  # one answer near the limit, then none say anything
+    for _ in range(6):
         client.get(f"{IG_USER_ID}/media")
-    assert clock.sleeps == [30.0]  # paused once, not before every later call
+    assert clock.sleeps == [backoff.pace(percent)]  # waited once, not before every later call
 
 
-def test_pacing_stops_once_the_reading_is_older_than_its_lifetime(graph: FakeGraph) -> None:
+def test_a_reading_older_than_its_lifetime_is_forgotten(graph: FakeGraph) -> None:
     clock = _Clock()
     client = GraphClient(TOKEN, graph.base_url, backoff=Backoff(max_pace=10.0, usage_ttl=25.0),
                          sleep=clock.sleep, clock=lambda: clock.now)
-    graph.headers = [usage_headers(85)]  # 85 % paces 5 s a call; the reading lives 25 s
-    for _ in range(8):
-        client.get(f"{IG_USER_ID}/media")
-    assert clock.sleeps == [5.0] * 5
+    graph.headers = [usage_headers(85)] * 2  # 85 % paces 5 s a call
+    client.get(f"{IG_USER_ID}/media")
+    clock.now += 30.0  # a daemon's interval between passes: no answer for longer than 25 s
+    client.get(f"{IG_USER_ID}/media")
+    assert clock.sleeps == []
 
 
 def test_a_fresh_reading_replaces_an_old_one(graph: FakeGraph) -> None:
