@@ -19,6 +19,9 @@ ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2 LOGOWATCH_CACHE=/opt
 
 RUN useradd --create-home --uid 10001 logowatch
+# libcairo2: CairoSVG renders SVG logos (`brands add --logo mark.svg`)
+RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 \
+    && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install "$(ls /wheels/*.whl)${EXTRAS:+[$EXTRAS]}"
 # Bake the ImageNet-derived backbone weights (npm package nsfwjs, MIT) into the image, so a
