@@ -16,7 +16,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11.11-slim-bookworm
 ARG EXTRAS=""
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2 LOGOWATCH_CACHE=/opt
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 LOGOWATCH_CACHE=/opt
 
 RUN useradd --create-home --uid 10001 logowatch
 # libcairo2: CairoSVG renders SVG logos (`brands add --logo mark.svg`)

@@ -233,12 +233,12 @@ def embed_files(
     Cached entries are read without decoding; misses are preprocessed and embedded `batch`
     images at a time so the backbone always sees full batches.
     """
-    from tqdm import tqdm
+    from detector.progress import progress as progress_bar
 
     out: list[np.ndarray | None] = [None] * len(paths)
     todo: list[tuple[int, str, np.ndarray]] = []
-    bar = tqdm(total=len(paths), desc=f"bottlenecks {variant}", disable=not progress,
-               unit="img", leave=False)
+    bar = progress_bar(total=len(paths), desc=f"bottlenecks {variant}", enabled=progress,
+                       unit="img", leave=False)
 
     def flush() -> None:
         if not todo:

@@ -269,7 +269,7 @@ def build_training_set(
     boxes come from the manifest); same inputs + seed give byte-identical files, whatever the
     order of `feed`. `quality`: the JPEG quality range of the positives. Returns counts.
     """
-    from tqdm import tqdm
+    from detector.progress import progress as progress_bar
 
     check_brand_name(brand)
     if not logos:
@@ -298,8 +298,8 @@ def build_training_set(
         (out / (MANIFEST + ".tmp")).replace(out / MANIFEST)
 
     folder = out / brand
-    for i in tqdm(range(n_positives), desc=f"rendering {brand}", unit="img",
-                  disable=not progress, leave=False):
+    for i in progress_bar(range(n_positives), desc=f"rendering {brand}", unit="img",
+                          enabled=progress, leave=False):
         rng = np.random.default_rng([seed, i, zlib.crc32(brand.encode())])
         bg = negatives[int(rng.integers(len(negatives)))]
         rel = f"{brand}/{bg.name.split('_nohash_')[0]}_nohash_{tag}-{i:05d}.jpg"

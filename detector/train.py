@@ -134,7 +134,8 @@ def fit_head(
     batch order or an epoch budget, so the same data always gives the same head."""
     from scipy.optimize import minimize
     from scipy.special import expit
-    from tqdm import tqdm
+
+    from detector.progress import progress as progress_bar
 
     pos, neg = float(y.sum()), float(len(y) - y.sum())
     if pos == 0 or neg == 0:
@@ -162,7 +163,7 @@ def fit_head(
         r = w * (expit(z) - yd)
         return value, np.r_[xd.T @ r + cfg.l2 * kernel, r.sum()]
 
-    bar = tqdm(total=cfg.max_iter, desc=desc, unit="it", disable=not progress, leave=False)
+    bar = progress_bar(total=cfg.max_iter, desc=desc, unit="it", enabled=progress, leave=False)
 
     def step(theta: np.ndarray) -> None:
         history.append(loss(theta)[0] if cfg.tensorboard else float("nan"))

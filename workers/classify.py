@@ -197,8 +197,7 @@ def run_classify(args: argparse.Namespace) -> int:
 def _score_all(scorer: Any, output: Output, names: list[str], *,
                progress: bool) -> dict[str, int]:
     """Submits as the scorer has room, writes each image as it finishes; counts ok/failed."""
-    from tqdm import tqdm
-
+    from detector.progress import progress as progress_bar
     from workers.scoring import Busy
 
     counts = {"ok": 0, "failed": 0}
@@ -211,8 +210,7 @@ def _score_all(scorer: Any, output: Output, names: list[str], *,
             counts["ok" if scored.status == "ok" else "failed"] += 1
             bar.update()
 
-    with tqdm(total=len(names), unit="img", disable=None if progress else True,
-              file=sys.stderr) as bar:
+    with progress_bar(total=len(names), unit="img", enabled=progress) as bar:
         for name in names:
             while True:
                 try:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from analytics.errors import AnalyticsError
+from detector import tflog
 from detector.errors import DetectorError
 from ingest.errors import IngestError
 from workers.errors import WorkerError
@@ -91,6 +92,7 @@ def database_url(value: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tflog.quiet()  # TensorFlow's native start-up lines, unless TF_CPP_MIN_LOG_LEVEL asks
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "database_url", None):

@@ -318,8 +318,7 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
            what: str) -> tuple[dict[str, Path], dict[str, int]]:
     """(post id → JPEG file for each image that could be fetched and decoded, failures by
     kind); files already in ``folder`` (an earlier run) are not fetched again."""
-    from tqdm import tqdm
-
+    from detector.progress import progress
     from workers.fetch import Fetcher
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -344,9 +343,10 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
     errors: Counter[str] = Counter()
     try:
         with ThreadPoolExecutor(max_workers=args.fetch_workers) as pool:
-            for (post_id, _), got in tqdm(zip(items, pool.map(one, items), strict=True),
-                                          total=len(items), desc=f"fetch {what}", unit="img",
-                                          disable=getattr(args, "no_progress", False)):
+            for (post_id, _), got in progress(zip(items, pool.map(one, items), strict=True),
+                                              total=len(items), desc=f"fetch {what}",
+                                              unit="img",
+                                              enabled=not getattr(args, "no_progress", False)):
                 if isinstance(got, Path):
                     out[post_id] = got
                 else:

@@ -69,8 +69,8 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
             batch_size: int = 2048, progress: bool = True) -> tuple[int, float]:
     """Score every stored embedding of the bundle's backbone; returns (count, seconds)."""
     from sqlalchemy import text
-    from tqdm import tqdm
 
+    from detector.progress import progress as progress_bar
     from workers.sink import ResultWriter
 
     writer = ResultWriter(database_url)
@@ -87,7 +87,7 @@ def rescore(database_url: str, bundle: Any, *, brands: list[str], since: Any = N
             total = conn.execute(text(
                 f"SELECT count(*) FROM embeddings e JOIN posts p USING (post_id) WHERE {where}"
             ), params).scalar_one()
-        bar = tqdm(total=total, unit="emb", desc="rescore", disable=not progress)
+        bar = progress_bar(total=total, unit="emb", desc="rescore", enabled=progress)
         last = ""
         while True:
             with writer.engine.connect() as conn:  # keyset pages: no long-held cursor
