@@ -8,6 +8,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
 COPY detector ./detector
+COPY logowatch ./logowatch
 COPY workers ./workers
 COPY analytics ./analytics
 COPY migrations ./migrations

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.services import Services, percentiles
-from workers.services import REPO_ROOT, free_port
+from logowatch.services import REPO_ROOT, free_port
 
 
 @dataclass
@@ -42,7 +42,7 @@ class RunSpec:
 
 
 class Child:
-    """A `python -m workers.cli ...` child whose `/readyz` on ``port`` says it is ready."""
+    """A `python -m logowatch.cli ...` child whose `/readyz` on ``port`` says it is ready."""
 
     def __init__(self, argv: list[str], port: int, log_path: Path,
                  env: dict[str, str] | None = None) -> None:
@@ -53,7 +53,7 @@ class Child:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *argv],
+        self.proc = subprocess.Popen([sys.executable, "-m", "logowatch.cli", *argv],
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT)
         self.ready_s: float | None = None

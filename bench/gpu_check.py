@@ -39,7 +39,7 @@ FLOAT32_TOLERANCE = 1e-3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from workers.cli import OneLineParser
+    from logowatch.cli import OneLineParser
 
     p = OneLineParser(prog="python -m bench.gpu_check", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -190,7 +190,7 @@ def export(model_dir: Path, out: Path, *, images: int = REFERENCE_IMAGES,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workers.cli import OneLineParser
+    from logowatch.cli import OneLineParser
 
     p = OneLineParser(prog="python -m bench.gpu_export", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -52,7 +52,7 @@ def gpus() -> list[str]:
 def describe() -> dict[str, Any]:
     import psutil
 
-    from workers.services import KAFKA_VERSION
+    from logowatch.services import KAFKA_VERSION
 
     mem = psutil.virtual_memory().total
     return {

@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.e2e import Child
 from bench.services import percentiles
-from workers.services import free_port
+from logowatch.services import free_port
 
 
 @dataclass

@@ -36,8 +36,8 @@ class Services:
     started_s: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
-        from workers import migrate
-        from workers.services import KafkaBroker, PostgresCluster, make_private_tmpdir
+        from logowatch import migrate
+        from logowatch.services import KafkaBroker, PostgresCluster, make_private_tmpdir
 
         if self.bootstrap is None:
             t = time.perf_counter()

@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest-views.json"))
     args = parser.parse_args(argv)
 
-    from workers import migrate
-    from workers.services import PostgresCluster, make_private_tmpdir
+    from logowatch import migrate
+    from logowatch.services import PostgresCluster, make_private_tmpdir
 
     data_dir = make_private_tmpdir("logowatch-bench-views-")
     cluster = PostgresCluster(data_dir)

@@ -20,7 +20,7 @@ pytest_plugins = ["tests.support.http_server", "tests.support.model"]
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[object]:
-    from workers.services import KafkaBroker, make_private_tmpdir
+    from logowatch.services import KafkaBroker, make_private_tmpdir
 
     data_dir = make_private_tmpdir("logowatch-kafka-")
     broker = KafkaBroker(data_dir)
@@ -37,7 +37,7 @@ def bootstrap(kafka_broker) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[object]:
-    from workers.services import PostgresCluster, make_private_tmpdir
+    from logowatch.services import PostgresCluster, make_private_tmpdir
 
     data_dir = make_private_tmpdir("logowatch-pg-")
     cluster = PostgresCluster(data_dir)
@@ -59,7 +59,7 @@ def database_url(pg_cluster, request) -> Iterator[str]:  # type: ignore[no-untyp
 @pytest.fixture(scope="module")
 def migrated_db(database_url: str) -> str:
     """A fresh database upgraded to the newest migration."""
-    from workers import migrate
+    from logowatch import migrate
 
     migrate.upgrade(database_url)
     return database_url

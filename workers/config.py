@@ -1,4 +1,4 @@
-"""What every command of the composition root shares: flag defaults from the environment,
+"""What the worker and the commands share: flag defaults from the environment,
 the one-line form of an error, and the post's image statuses."""
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from analytics.report import CHARTS
+from logowatch.cli import main
 from tests.integration.analytics_seed import seed
-from workers.cli import main
 from workers.sink import ResultWriter
 
 pytestmark = pytest.mark.integration

@@ -96,8 +96,8 @@ def _scraped_metric_names() -> set[str]:
     import urllib.request
 
     from ingest import metrics as ingest_metrics
+    from logowatch.services import free_port
     from workers.metrics import Health, WorkerMetrics, serve
-    from workers.services import free_port
 
     worker_port, ingest_port = free_port(), free_port()
     server = serve(WorkerMetrics(), Health(), worker_port, host="127.0.0.1")

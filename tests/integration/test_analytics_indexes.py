@@ -99,7 +99,7 @@ def test_the_worker_role_writes_posts_and_detections_that_the_views_count(
 @pytest.fixture(scope="module")
 def loaded(pg_cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The benchmark's data at 20,000 posts, in a database of its own."""
-    from workers import migrate
+    from logowatch import migrate
 
     url = pg_cluster.create_database("t_indexes_bench")
     migrate.upgrade(url)

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from analytics.privacy import pseudonymise
+from logowatch.cli import main
 from tests.integration.analytics_seed import seed
-from workers.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from workers import migrate
+from logowatch import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_reader_statement_outrunning_the_limit_is_cancelled_though_it_set_no_tim
     # As the compose stack runs it: its own role, which may only see and cancel statements.
     as_watchdog = make_url(migrated_db).set(username="logowatch_watchdog")
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "watchdog", "--database-url",
+        [sys.executable, "-m", "logowatch.cli", "watchdog", "--database-url",
          as_watchdog.render_as_string(hide_password=False),
          "--limit", "1", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
     try:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from logowatch.cli import main
 from tests.support.http_server import ImageServer
 from tests.support.memory_consumer import assert_same_detections, worker_detections
 from tests.support.model import BRANDS
-from workers.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 
 from ingest.files import url_post_id
 from ingest.records import parse
-from workers.cli import main
+from logowatch.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
 from ingest.records import parse
+from logowatch.cli import main
 from tests.support.graph_api import (
     EXPIRED,
     HTML_PAGE,
@@ -29,7 +30,6 @@ from tests.support.graph_api import (
     video,
 )
 from tests.support.http_server import ImageServer
-from workers.cli import main
 
 pytestmark = pytest.mark.integration
 

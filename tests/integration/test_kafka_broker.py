@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from workers.services import KafkaBroker, make_private_tmpdir
+from logowatch.services import KafkaBroker, make_private_tmpdir
 
 pytestmark = pytest.mark.integration
 

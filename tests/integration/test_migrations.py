@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from analytics.schema import Base
-from workers import migrate
+from logowatch import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_models_and_migrations_agree(database_url: str) -> None:
 
 def test_the_migrate_command_reports_the_revision(database_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "migrate", "--database-url", database_url],
+        [sys.executable, "-m", "logowatch.cli", "migrate", "--database-url", database_url],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -61,7 +61,7 @@ def test_the_migrate_command_reports_the_revision(database_url: str) -> None:
 
 def test_the_migrate_command_fails_in_one_line_when_the_database_is_down() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "migrate",
+        [sys.executable, "-m", "logowatch.cli", "migrate",
          "--database-url", "postgresql+psycopg2://u@127.0.0.1:1/none"],
         capture_output=True, text=True, check=False,
     )

@@ -40,7 +40,7 @@ def _run(worker: Worker) -> None:
 
 
 def _cli(*argv: str) -> tuple[int, str]:
-    from workers.cli import main
+    from logowatch.cli import main
 
     out = io.StringIO()
     with redirect_stdout(out):

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import requests
 
+from logowatch import keys, serve
+from logowatch.scoring import Scorer, ScorerConfig
+from logowatch.services import REPO_ROOT, free_port
 from tests.support.http_server import ImageServer
 from tests.support.memory_consumer import assert_same_detections, worker_detections
 from tests.support.model import BRANDS
-from workers import keys, serve
 from workers.fetch import FetchConfig, Fetcher
-from workers.scoring import Scorer, ScorerConfig
-from workers.services import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -272,7 +272,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
            "LOGOWATCH_API_KEYS": "", "LOGOWATCH_KEYS_FILE": ""}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "serve", "--model", str(tiny_bundle),
+        [sys.executable, "-m", "logowatch.cli", "serve", "--model", str(tiny_bundle),
          "--keys-file", str(key_file[0]), "--port", str(port), "--allow-host", server.host,
          "--batch-size", "4", "--fetch-timeout", "60", "--drain-timeout", "120"],
         env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from logowatch.services import free_port
 from tests.support.http_server import ImageServer
 from tests.support.model import BRANDS
 from tests.support.pipeline import post, produce, read_topic, rows
 from workers.fetch import FetchConfig
-from workers.services import free_port
 from workers.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.integration
@@ -192,7 +192,7 @@ def test_rescore_of_stored_embeddings_reproduces_the_live_scores(
     synth_images: list[tuple[str, bytes]], tiny_bundle: Path,
 ) -> None:
     from detector.bundle import load_bundle
-    from workers.rescore import rescore
+    from logowatch.rescore import rescore
 
     produce(bootstrap, topic, _feed(image_server, synth_images, "r", 12))
     _run(_worker(bootstrap, migrated_db, topic, bundle, image_server))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from logowatch.services import free_port
 from tests.support.http_server import ImageServer
 from tests.support.model import BRANDS
 from tests.support.pipeline import event_loop_warnings, post, produce, rows
-from workers.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _slow_images(server: ImageServer, images: list[tuple[str, bytes]], n: int,
 
 def _detect(bundle: Path, bootstrap: str, db: str, topic: str, server: ImageServer,
             *extra: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "workers.cli", "detect", "--model", str(bundle),
+    argv = [sys.executable, "-m", "logowatch.cli", "detect", "--model", str(bundle),
             "--bootstrap-servers", bootstrap, "--database-url", db, "--topic", topic,
             "--group", f"{topic}-workers", "--batch-size", "4", "--max-wait-ms", "100",
             "--fetch-workers", "4", "--allow-host", server.host, "--metrics-port", "0",
@@ -145,13 +145,13 @@ def test_sigterm_drains_commits_and_exits_cleanly(
 
 
 def test_the_main_job_runs_the_whole_pipeline_on_a_fresh_machine(tmp_path: Path) -> None:
-    from workers.services import make_private_tmpdir
+    from logowatch.services import make_private_tmpdir
 
     state = make_private_tmpdir("logowatch-demo-")
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    argv = [sys.executable, "-m", "workers.cli", "demo", "--once", "--posts", "24",
+    argv = [sys.executable, "-m", "logowatch.cli", "demo", "--once", "--posts", "24",
             "--train-images", "120",
             "--state-dir", str(state), "--kafka-port", str(free_port()),
             "--postgres-port", str(free_port()), "--metrics-port", "0", "--batch-size", "8"]
@@ -161,5 +161,5 @@ def test_the_main_job_runs_the_whole_pipeline_on_a_fresh_machine(tmp_path: Path)
         assert "posts by image status: ok=24" in result.stdout, result.stdout
         assert "detection rows: 72" in result.stdout
     finally:
-        subprocess.run([sys.executable, "-m", "workers.cli", "services", "down",
+        subprocess.run([sys.executable, "-m", "logowatch.cli", "services", "down",
                         "--state-dir", str(state)], capture_output=True, check=False)

@@ -43,7 +43,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
 
 
 class WorkerProcess:
-    """``python -m workers.cli detect ...`` with its output in a file (a pipe could fill up
+    """``python -m logowatch.cli detect ...`` with its output in a file (a pipe could fill up
     and stall a long-running worker)."""
 
     def __init__(self, log_path: Path, argv: list[str], env: dict[str, str]) -> None:
@@ -84,7 +84,7 @@ class WorkerProcess:
 def detect(bundle: Path, bootstrap: str, db: str, topic: str, group: str, log_path: Path,
            *extra: str, allow: list[str] | None = None,
            env: dict[str, str] | None = None) -> WorkerProcess:
-    argv = [sys.executable, "-m", "workers.cli", "detect", "--model", str(bundle),
+    argv = [sys.executable, "-m", "logowatch.cli", "detect", "--model", str(bundle),
             "--bootstrap-servers", bootstrap, "--database-url", db, "--topic", topic,
             "--group", group, "--batch-size", "8", "--max-wait-ms", "100",
             "--fetch-workers", "4", "--drain-timeout", "10"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from logowatch.services import KafkaBroker, PostgresCluster, free_port, make_private_tmpdir
 from tests.reliability.harness import (
     check_complete,
     committed,
@@ -33,7 +34,6 @@ from tests.reliability.harness import (
 )
 from tests.support.http_server import ImageServer
 from tests.support.pipeline import produce
-from workers.services import KafkaBroker, PostgresCluster, free_port, make_private_tmpdir
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -130,7 +130,7 @@ def test_postgres_down_20s_worker_is_unhealthy_commits_nothing_and_loses_nothing
     tiny_bundle: Path, bootstrap: str, topic: str, image_server: ImageServer,
     synth_images: list[tuple[str, bytes]], tmp_path: Path, private_postgres: PostgresCluster,
 ) -> None:
-    from workers import migrate
+    from logowatch import migrate
 
     owner_url = private_postgres.create_database("outage")
     migrate.upgrade(owner_url)

@@ -17,10 +17,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from logowatch import migrate
+from logowatch.services import free_port
 from tests.reliability.harness import REPO
 from tests.support.pipeline import read_topic, rows
-from workers import migrate
-from workers.services import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -109,7 +109,7 @@ def test_the_worker_role_survives_downgrade_of_another_database_and_comes_back(
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("KAFKA_", "LOGOWATCH_", "INSTAGRAM_")) and k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "workers.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "logowatch.cli", *argv], capture_output=True,
                           text=True, timeout=180, cwd=REPO,
                           env={**base, "PYTHONPATH": str(REPO), **env})
 
@@ -147,8 +147,8 @@ def test_kafka_security_settings_from_the_environment_reach_the_workers_clients(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from detector.bundle import load_bundle
-    from workers.cli import build_parser
-    from workers.commands import worker_config
+    from logowatch.cli import build_parser
+    from logowatch.commands import worker_config
     from workers.worker import Worker
 
     for name, value in SECURITY_ENV.items():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from logowatch.services import free_port
 from tests.reliability.harness import REPO
-from workers.services import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -25,7 +25,7 @@ def _logowatch(*argv: str, timeout: float = 300) -> tuple[int, list[str]]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("KAFKA_", "LOGOWATCH_")) and k != "DATABASE_URL"}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-m", "workers.cli", *argv], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "logowatch.cli", *argv], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=timeout)
     return done.returncode, [line for line in (done.stdout + done.stderr).splitlines()
                              if line.strip() and not _tensorflow_noise(line)]

@@ -9,7 +9,7 @@ import pytest
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args],
+    return subprocess.run([sys.executable, "-m", "logowatch.cli", *args],
                           capture_output=True, text=True, check=False)
 
 
@@ -75,7 +75,7 @@ def test_tiles_default_to_the_bundles_own_and_can_be_turned_off_or_forced() -> N
     from types import SimpleNamespace
 
     from detector.preprocess import TileSpec
-    from workers.commands import add_scoring_flags, tiles_spec
+    from logowatch.commands import add_scoring_flags, tiles_spec
 
     p = argparse.ArgumentParser()
     add_scoring_flags(p, max_wait_ms=50, fetch_workers=2)

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from workers.cli import build_parser
-from workers.migrate import ROLE_PASSWORDS
-from workers.services import KAFKA_VERSION
+from logowatch.cli import build_parser
+from logowatch.migrate import ROLE_PASSWORDS
+from logowatch.services import KAFKA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -177,7 +177,7 @@ def test_the_image_bakes_every_downloadable_backbone_weights_source() -> None:
 
 
 def test_the_scoring_api_takes_its_keys_from_the_environment_and_is_scraped() -> None:
-    from workers.serve import DEFAULT_PORT
+    from logowatch.serve import DEFAULT_PORT
 
     serve = SERVICES["serve"]
     assert serve["environment"]["LOGOWATCH_API_KEYS"].startswith("${LOGOWATCH_API_KEYS")

@@ -232,7 +232,7 @@ def test_import_without_npm_is_a_one_line_error_naming_the_alternatives(
 def test_weights_show_without_import_exits_1_with_one_line(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture) -> None:
-    from workers.cli import main
+    from logowatch.cli import main
 
     monkeypatch.setenv("LOGOWATCH_CACHE", str(tmp_path))
     assert main(["weights", "show", "nsfwjs"]) == 1

@@ -143,7 +143,7 @@ def test_an_empty_file_of_any_format_produces_nothing_and_is_no_error(
 
 def test_a_metrics_file_that_cannot_be_written_is_one_line_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from workers.cli import main
+    from logowatch.cli import main
 
     path = tmp_path / "p.jsonl"
     path.write_text("")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.cli import main
-from workers.keys import KeyStore
+from logowatch.cli import main
+from logowatch.keys import KeyStore
 
 
 def test_keys_are_stored_as_digests_and_revoking_one_leaves_the_others(

@@ -13,12 +13,12 @@ from PIL import Image
 
 from detector.preprocess import TileSpec, prepare
 from ingest.records import parse
+from logowatch.rescore import rescore_rows
 from tests.support.memory_consumer import StubBundle
 from tests.support.pipeline import post
 from workers import rows, stages
 from workers.config import ImageStatus, first_line
 from workers.metrics import WorkerMetrics
-from workers.rescore import rescore_rows
 from workers.strategy import Batch, Message
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

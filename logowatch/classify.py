@@ -1,7 +1,7 @@
 """``logowatch classify``: score a folder, a list or some URLs now, without Kafka or Postgres.
 
 One row per image and brand, CSV or JSON Lines, written as each image finishes. Images run
-through the worker's own steps (``workers.scoring``), so a row has the score the worker would
+through the worker's own steps (``logowatch.scoring``), so a row has the score the worker would
 store for the same bundle and image. With ``--out``, a second run skips the images already
 there (a killed run loses at most the image it was writing), so a long list can be resumed.
 
@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import IO, Any
 
-from workers import commands
+from logowatch import commands
 from workers.errors import WorkerError
 
 FIELDS = ("image", "brand", "score", "present", "region", "status", "error", "model_version")
@@ -198,7 +198,7 @@ def _score_all(scorer: Any, output: Output, names: list[str], *,
                progress: bool) -> dict[str, int]:
     """Submits as the scorer has room, writes each image as it finishes; counts ok/failed."""
     from detector.progress import progress as progress_bar
-    from workers.scoring import Busy
+    from logowatch.scoring import Busy
 
     counts = {"ok": 0, "failed": 0}
     pending: dict[Future[Any], str] = {}

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers import commands, config
+from logowatch import commands
+from workers import config
 from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,7 @@ def _publish(trained: Path, model: Path) -> Path:
 def _backfill(args: argparse.Namespace, bundle: Any, brand: str) -> int:
     from analytics import catalogue
     from analytics.db import transaction
-    from workers.rescore import rescore
+    from logowatch.rescore import rescore
 
     done, _ = rescore(args.database_url, bundle, brands=bundle.brands,
                       progress=not args.no_progress)

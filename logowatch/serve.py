@@ -2,7 +2,7 @@
 
 ``POST /v1/classify`` takes up to ``--max-images`` images (URLs, fetched only through the
 SSRF-safe fetcher, or base64 bytes) and answers per image and brand. Every request's images go
-into one ``workers.scoring.Scorer``, so concurrent requests share the model's micro-batches.
+into one ``logowatch.scoring.Scorer``, so concurrent requests share the model's micro-batches.
 ``GET /v1/models`` describes the bundle; ``/healthz``, ``/readyz`` and ``/metrics`` are for
 the operator. Every refusal is a JSON error (docs/api.md). SIGTERM stops accepting
 connections, finishes the requests in flight, then exits 0.
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers import config, keys
-from workers.commands import _port, _positive, add_scoring_flags, start_scorer
+from logowatch import keys
+from logowatch.commands import _port, _positive, add_scoring_flags, start_scorer
+from workers import config
 from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def build_app(scorer: Any, key_store: keys.KeyStore, limits: Limits,
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    from workers.scoring import Busy
+    from logowatch.scoring import Busy
 
     bundle = scorer.bundle
     rate = RateLimiter(limits.rate_per_minute,

@@ -1,6 +1,6 @@
 """The one console script, ``logowatch``: every package registers its own subcommands here.
 
-``workers`` is the composition root, so this is the only module that sees all packages. Each
+``logowatch`` is the composition root, so this is the only module that sees all packages. Each
 package exposes ``register(subparsers)`` in its ``cli`` module and keeps heavy imports
 (TensorFlow, Kafka) inside the command handlers, so ``logowatch --help`` stays instant.
 """
@@ -39,11 +39,10 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from analytics import cli as analytics_cli
     from detector import cli as detector_cli
     from ingest import cli as ingest_cli
-    from workers import classify, demo, keys, onboard, rescore, serve
-    from workers import commands as worker_commands
+    from logowatch import classify, commands, demo, keys, onboard, rescore, serve
 
     return [
-        worker_commands.register,
+        commands.register,
         demo.register,
         rescore.register,
         classify.register,

@@ -157,8 +157,8 @@ def tiles_spec(args: argparse.Namespace, bundle: object) -> Any:
 
 def start_scorer(args: argparse.Namespace, metrics: Any, *, max_queue: int) -> Any:
     """The bundle, fetcher and scorer the flags of ``add_scoring_flags`` describe."""
+    from logowatch.scoring import Scorer, ScorerConfig
     from workers.fetch import Fetcher
-    from workers.scoring import Scorer, ScorerConfig
 
     try:
         fetcher = Fetcher(fetch_config(args))
@@ -249,7 +249,7 @@ def run_detect(args: argparse.Namespace) -> int:
 def run_migrate(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
-    from workers import migrate
+    from logowatch import migrate
 
     try:
         if args.downgrade:
@@ -272,7 +272,7 @@ def _state_file(state_dir: Path) -> Path:
 
 
 def run_services(args: argparse.Namespace) -> int:
-    from workers import services as svc
+    from logowatch import services as svc
 
     state_dir: Path = args.state_dir.resolve()
     state_path = _state_file(state_dir)

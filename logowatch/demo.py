@@ -18,7 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from workers import commands
+from logowatch import commands
 from workers.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _serve(folder: Path) -> ThreadingHTTPServer:
 
 def _cli(*argv: str) -> int:
     """Run a real ``logowatch ingest`` / ``brands`` subcommand in-process, parsed by those
-    packages' own parsers (``workers.cli`` imports this module, so not through it)."""
+    packages' own parsers (``logowatch.cli`` imports this module, so not through it)."""
     from analytics import cli as analytics_cli
     from ingest import cli as ingest_cli
 
@@ -175,7 +175,7 @@ def _ingest(bootstrap: str, database_url: str, topic: str, posts: list[dict[str,
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from workers import migrate
+    from logowatch import migrate
 
     args.once_requested = args.once
     state_dir: Path = args.state_dir.resolve()
@@ -189,7 +189,7 @@ def run_demo(args: argparse.Namespace) -> int:
     bundle = commands.load_model(args)
     for brand in bundle.brands:  # the catalogue the views match captions against
         _cli("brands", "add", brand, "--database-url", database_url)
-    from workers.services import ensure_topics
+    from logowatch.services import ensure_topics
 
     ensure_topics(bootstrap, [args.topic, f"{args.topic}.dlq"], partitions=4)
     folder, rows = _feed_images(state_dir, args.posts)
