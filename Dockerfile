@@ -20,14 +20,12 @@ ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 LOGOWATCH_CACHE=/opt
 
 RUN useradd --create-home --uid 10001 logowatch
-# libcairo2: CairoSVG renders SVG logos (`brands add --logo mark.svg`)
-RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 \
-    && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install "$(ls /wheels/*.whl)${EXTRAS:+[$EXTRAS]}"
 # Bake the ImageNet-derived backbone weights (npm package nsfwjs, MIT) into the image, so a
-# detector starts air-gapped; Node and npm are needed for the import only.
-RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
+# detector starts air-gapped; Node and npm are needed for the import only. libcairo2 stays:
+# CairoSVG renders SVG logos with it (`brands add --logo mark.svg`).
+RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 nodejs npm \
     && logowatch weights import nsfwjs --no-progress \
     && apt-get purge -y nodejs npm && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* ~/.npm \
     && chmod -R a+rX /opt/logowatch

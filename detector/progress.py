@@ -41,10 +41,10 @@ def progress(iterable: Iterable[Any] | None = None, *, enabled: bool = True,
     from tqdm import tqdm
 
     out = stream if stream is not None else sys.stderr
-    if enabled and not (hasattr(out, "isatty") and out.isatty()):
+    if enabled and not out.isatty():
         # leave=True: a log keeps the final count (leave=False would clear it with "\r")
-        options = {**options, "file": _Lines(out), "mininterval": LOG_INTERVAL,
-                   "maxinterval": LOG_INTERVAL, "leave": True, "ascii": True}
+        options = {**options, "file": _Lines(out), "mininterval": LOG_INTERVAL, "leave": True,
+                   "ascii": True}
     else:
-        options = {"file": out, **options}
+        options = {**options, "file": out}
     return tqdm(iterable, disable=not enabled, **options)
