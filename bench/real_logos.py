@@ -180,6 +180,76 @@ def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str,
             "positives": int(y.sum()), "small_positives": int(small.sum())}
 
 
+FEED_QUANTILE = 0.99  # protocol (c)'s threshold: this quantile of the feed's own scores
+
+
+THRESHOLD_IMAGES = 200  # feed images searched for protocol (c)'s threshold
+CALIBRATION_IMAGES = 300  # feed images protocol (c) calibrates on
+
+
+def _rgb(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _search_all(job: tuple[Path, list[Path], list[Path]]) -> tuple[list[float], list[Any]]:
+    """(c) for one brand: calibrate on the feed, then search every test image (a process)."""
+    from detector.exemplar import Exemplar, silhouette
+    from detector.onboard import load_logo
+
+    logo, feed, test = job
+    ex = Exemplar(silhouette(load_logo(logo)))
+    for i in range(0, len(feed), 100):  # calibrate in pieces: a feed need not fit in memory
+        ex.calibrate_more([_rgb(p) for p in feed[i:i + 100]])
+    # the threshold comes from the same search the test images get (refined), over a part
+    feed_scores = [m.score for p in feed[::max(1, len(feed) // THRESHOLD_IMAGES)]
+                   if (m := ex.search(_rgb(p))) is not None]
+    out = []
+    for path in test:
+        m = ex.search(_rgb(path))
+        out.append(None if m is None else (m.score, m.box))
+    return feed_scores, out
+
+
+def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test_dir: Path,
+                      workers: int) -> dict[str, Any]:
+    """(c) logo file alone, no training: `detector.exemplar` calibrated on the training side
+    as an unlabelled feed (the brand is in 8 % of it), its threshold the feed's 99th
+    percentile; scored on the test side with the matcher's own box."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from detector.metrics import at_threshold, average_precision, precision_at_recall
+    from detector.synth import read_manifest
+
+    rows = read_manifest(test_dir)
+    feed = sorted(train_dir.rglob("*.jpg"))
+    feed = [feed[i] for i in np.random.default_rng(0).permutation(len(feed))[:CALIBRATION_IMAGES]]
+    jobs = [(rl.logo_file(x, work / f"{x.slug}.png"), feed, [test_dir / r.file for r in rows])
+            for x in targets]
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_search_all, jobs))
+    res = {}
+    for x, (feed_scores, found) in zip(targets, results, strict=True):
+        thr = float(np.quantile(feed_scores, FEED_QUANTILE))
+        y = np.array([x.slug in r.brands for r in rows])
+        s = np.array([-np.inf if f is None else f[0] for f in found])
+        small = np.array([r.small for r in rows]) & y
+        sub = small | ~y
+        hits = [iou(f[1], r.boxes[0]) >= 0.5 for r, f, yy, ss in zip(rows, found, y, s,
+                                                                       strict=True)
+                if yy and ss >= thr and f is not None and r.boxes]
+        res[x.slug] = {"average_precision": average_precision(y, s), **at_threshold(y, s, thr),
+                       "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
+                       "small_ap": average_precision(y[sub], s[sub]),
+                       "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
+                       "region_iou_0.5": float(np.mean(hits)) if hits else None,
+                       "threshold": thr, "positives": int(y.sum()),
+                       "small_positives": int(small.sum())}
+    return res
+
+
 def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
              all_brands: list[rl.Brand]) -> dict[str, Any]:
     from detector.onboard import build_training_set, load_logo, train_brand
@@ -202,6 +272,14 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
                           round(PER_BRAND_TEST * n), round(NEGATIVE_TEST * n), boxes=True)
     timings["render"] = round(time.time() - t, 1)
     res: dict[str, Any] = {"brands": [b.slug for b in targets], "protocols": {}}
+    if args.exemplar:
+        t = time.time()
+        res["protocols"]["logo_file_exemplar"] = exemplar_protocol(
+            work, targets, train_dir, test_dir, args.workers)
+        timings["logo_file_exemplar_all_brands"] = round(time.time() - t, 1)
+        if args.exemplar_only:
+            res["seconds"] = timings
+            return res
     t = time.time()
     bundle_a = work / "bundle-labelled"
     if not (bundle_a / "bundle.json").is_file():
@@ -327,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="multiplies every image count (0.1 for a quick check of the harness)")
     p.add_argument("--positives", type=int, default=300,
                    help="renders per brand for protocol (b) (build_training_set's default)")
+    p.add_argument("--exemplar", action=argparse.BooleanOptionalAction, default=True,
+                   help="protocol (c): the logo file matched by detector.exemplar, no training")
+    p.add_argument("--exemplar-only", action="store_true", help="protocol (c) only")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for protocol (c) (one brand each)")
     p.add_argument("--out", default=None, help="write the JSON result here")
     p.add_argument("--chart", default=None, help="write the per-brand AP chart here (PNG)")
     p.add_argument("--sheet", default=None,

@@ -1,0 +1,133 @@
+"""detector.exemplar: the logo's silhouette found in a photo, at its place and size, in any
+colour, and scored against a feed so that sizes compare. Small images, no services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from detector import exemplar as X
+
+pytest.importorskip("cv2")
+
+
+def _logo(shape: str = "bolt") -> Image.Image:
+    """A transparent logo: a bolt beside a dot (no photo holds that shape by chance), or a
+    triangle (another brand)."""
+    img = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    if shape == "bolt":
+        d.polygon([(70, 10), (130, 10), (100, 80), (150, 80), (60, 190), (85, 105), (40, 105)],
+                  fill=(200, 30, 30, 255))
+        d.ellipse((140, 140, 190, 190), fill=(200, 30, 30, 255))
+    else:
+        d.polygon([(100, 10), (190, 190), (10, 190)], fill=(30, 30, 200, 255))
+    return img
+
+
+_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+           "camera.png")
+
+
+def _photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A crop of one of scikit-image's bundled photographs (no logo in any)."""
+    import skimage
+
+    rng = np.random.default_rng(seed)
+    with Image.open(Path(skimage.data_dir) / _PHOTOS[seed % len(_PHOTOS)]) as im:
+        img = im.convert("RGB")
+    w, h = img.size
+    cw = int(min(w, h * 4 / 3) * rng.uniform(0.6, 1.0))
+    ch = int(cw * 3 / 4)
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return img.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.LANCZOS)
+
+
+def _paste(photo: Image.Image, logo: Image.Image, box: tuple[int, int, int, int],
+           colour: tuple[int, int, int], angle: float = 0.0) -> Image.Image:
+    a = logo.getchannel("A").resize((box[2] - box[0], box[3] - box[1]))
+    if angle:  # the whole mark, turned: the box grows to hold it
+        a = a.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
+    out = photo.copy()
+    out.paste(Image.new("RGB", a.size, colour), box[:2], a)
+    return out
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def test_silhouette_is_cropped_to_the_ink_and_refuses_an_empty_logo() -> None:
+    m = X.silhouette(_logo())
+    assert m.shape == (181, 151) and m.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        X.silhouette(Image.new("RGBA", (50, 50), (0, 0, 0, 0)))
+
+
+@pytest.fixture(scope="module")
+def bolt() -> X.Exemplar:
+    ex = X.Exemplar(X.silhouette(_logo()))
+    ex.calibrate([_photo(s) for s in range(10, 22)])  # as the product does, on a feed
+    return ex
+
+
+def _seen(photo: Image.Image, box: tuple[int, int, int, int]) -> tuple[int, int, int]:
+    """White on a dark patch, black on a light one: a mark a person would see there."""
+    return (0, 0, 0) if np.asarray(photo.crop(box).convert("L")).mean() > 110 else (255,) * 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+@pytest.mark.parametrize("box", [(300, 200, 380, 280), (60, 40, 300, 280)])
+def test_the_mark_is_found_at_its_box(bolt: X.Exemplar, seed: int,
+                                      box: tuple[int, int, int, int]) -> None:
+    photo = _photo(seed)
+    m = bolt.search(_paste(photo, _logo(), box, _seen(photo, box)))
+    assert m is not None and _iou(m.box, box) >= 0.6
+    assert m.score > 2  # standard deviations above the feed's mean best
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0)])
+def test_either_polarity_matches_alike(bolt: X.Exemplar, colour: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(5)
+    grey = Image.fromarray(rng.normal(128, 6, (300, 400, 3)).clip(0, 255).astype(np.uint8))
+    m = bolt.search(_paste(grey, _logo(), (150, 100, 250, 200), colour))
+    assert m is not None and _iou(m.box, (150, 100, 250, 200)) >= 0.6 and m.correlation > 0.85
+
+
+def test_a_rotated_mark_is_found_with_its_angle() -> None:
+    ex = X.Exemplar(X.silhouette(_logo("triangle")))
+    ex.calibrate([_photo(s) for s in range(10, 18)])
+    m = ex.search(_paste(_photo(2), _logo("triangle"), (200, 100, 360, 260), (250, 250, 250),
+                         angle=22))
+    assert m is not None and m.correlation > 0.75 and m.score > 4
+    assert abs(m.angle - 22) <= 8 and m.box[0] >= 190 and m.box[1] >= 70
+
+
+def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exemplar) -> None:
+    ex = bolt
+    assert ex.null and all(sd > 0 for _, sd in ex.null.values())
+    assert len(ex.feed_scores) == 12
+    box = (150, 90, 270, 210)
+    with_mark = [ex.search(_paste(p, _logo(), box, _seen(p, box))).score
+                 for p in map(_photo, range(20, 26))]
+    other = [ex.search(_paste(p, _logo("triangle"), box, _seen(p, box))).score
+             for p in map(_photo, range(20, 26))]
+    assert np.mean(with_mark) > np.mean(other) + 1  # another brand's mark scores lower
+    assert np.median(with_mark) > max(ex.feed_scores)
+
+
+def test_an_image_smaller_than_every_template_gives_none() -> None:
+    ex = X.Exemplar(X.silhouette(_logo()))
+    assert ex.search(Image.new("RGB", (12, 12), (90, 90, 90))) is None
+
+
+def test_a_flat_image_matches_nothing_strongly() -> None:
+    ex = X.Exemplar(X.silhouette(_logo()))
+    m = ex.search(Image.new("RGB", (400, 300), (128, 128, 128)))
+    assert m is not None and m.correlation < 0.2
