@@ -155,14 +155,26 @@ def score_test(bundle_path: Path, test_dir: Path, cache: Path) -> dict[str, Any]
             "sizes": [image_size(e.path) for e in examples]}
 
 
-def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str, Any]:
+def measures(y: np.ndarray, s: np.ndarray, small: np.ndarray, thr: float,
+             hits: list[bool]) -> dict[str, Any]:
+    """The benchmark's measures of one brand: labels y, scores s, small positives, the
+    threshold, and for each true positive whether its region hit the true box."""
     from detector.metrics import at_threshold, average_precision, precision_at_recall
+
+    sub = small | ~y
+    return {"average_precision": average_precision(y, s), **at_threshold(y, s, thr),
+            "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
+            "small_ap": average_precision(y[sub], s[sub]),
+            "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
+            "region_iou_0.5": float(np.mean(hits)) if hits else None,
+            "positives": int(y.sum()), "small_positives": int(small.sum())}
+
+
+def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str, Any]:
     ex = scored["examples"]
     y = np.array([brand in e.brands for e in ex])
     s = np.array([v[:, j].max() for v in scored["views"]])
     small = np.array([e.small for e in ex]) & y
-    sub = small | ~y
-    at = at_threshold(y, s, thr)
     spec = scored["bundle"].tiles
     hits = []
     for n, e in enumerate(ex):
@@ -172,17 +184,10 @@ def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str,
         boxes = [(0, 0, w, h), *(spec.boxes(w, h) if spec is not None else [])]
         best = boxes[int(scored["views"][n][:, j].argmax())]
         hits.append(iou(best, e.boxes[0]) >= 0.5)
-    return {"average_precision": average_precision(y, s), **at,
-            "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
-            "small_ap": average_precision(y[sub], s[sub]),
-            "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
-            "region_iou_0.5": float(np.mean(hits)) if hits else None,
-            "positives": int(y.sum()), "small_positives": int(small.sum())}
+    return measures(y, s, small, thr, hits)
 
 
 FEED_QUANTILE = 0.99  # protocol (c)'s threshold: this quantile of the feed's own scores
-
-
 THRESHOLD_IMAGES = 200  # feed images searched for protocol (c)'s threshold
 CALIBRATION_IMAGES = 300  # feed images protocol (c) calibrates on
 
@@ -220,7 +225,6 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test
     percentile; scored on the test side with the matcher's own box."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from detector.metrics import at_threshold, average_precision, precision_at_recall
     from detector.synth import read_manifest
 
     rows = read_manifest(test_dir)
@@ -236,17 +240,10 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test
         y = np.array([x.slug in r.brands for r in rows])
         s = np.array([-np.inf if f is None else f[0] for f in found])
         small = np.array([r.small for r in rows]) & y
-        sub = small | ~y
         hits = [iou(f[1], r.boxes[0]) >= 0.5 for r, f, yy, ss in zip(rows, found, y, s,
                                                                        strict=True)
                 if yy and ss >= thr and f is not None and r.boxes]
-        res[x.slug] = {"average_precision": average_precision(y, s), **at_threshold(y, s, thr),
-                       "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
-                       "small_ap": average_precision(y[sub], s[sub]),
-                       "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
-                       "region_iou_0.5": float(np.mean(hits)) if hits else None,
-                       "threshold": thr, "positives": int(y.sum()),
-                       "small_positives": int(small.sum())}
+        res[x.slug] = {**measures(y, s, small, thr, hits), "threshold": thr}
     return res
 
 

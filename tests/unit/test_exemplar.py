@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bench.real_logos import iou
 from detector import exemplar as X
-
-pytest.importorskip("cv2")
 
 
 def _logo(shape: str = "bolt") -> Image.Image:
@@ -56,13 +55,6 @@ def _paste(photo: Image.Image, logo: Image.Image, box: tuple[int, int, int, int]
     return out
 
 
-def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union
-
-
 def test_silhouette_is_cropped_to_the_ink_and_refuses_an_empty_logo() -> None:
     m = X.silhouette(_logo())
     assert m.shape == (181, 151) and m.max() == pytest.approx(1.0)
@@ -88,7 +80,7 @@ def test_the_mark_is_found_at_its_box(bolt: X.Exemplar, seed: int,
                                       box: tuple[int, int, int, int]) -> None:
     photo = _photo(seed)
     m = bolt.search(_paste(photo, _logo(), box, _seen(photo, box)))
-    assert m is not None and _iou(m.box, box) >= 0.6
+    assert m is not None and iou(m.box, box) >= 0.6
     assert m.score > 2  # standard deviations above the feed's mean best
 
 
@@ -97,7 +89,7 @@ def test_either_polarity_matches_alike(bolt: X.Exemplar, colour: tuple[int, ...]
     rng = np.random.default_rng(5)
     grey = Image.fromarray(rng.normal(128, 6, (300, 400, 3)).clip(0, 255).astype(np.uint8))
     m = bolt.search(_paste(grey, _logo(), (150, 100, 250, 200), colour))
-    assert m is not None and _iou(m.box, (150, 100, 250, 200)) >= 0.6 and m.correlation > 0.85
+    assert m is not None and iou(m.box, (150, 100, 250, 200)) >= 0.6 and m.correlation > 0.85
 
 
 def test_a_rotated_mark_is_found_with_its_angle() -> None:
