@@ -113,6 +113,9 @@ class Model(Base):
     trained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     weights: Mapped[str | None] = mapped_column(Text)
     random_weights: Mapped[bool | None] = mapped_column(Boolean)
+    # brand -> digest of its logo matcher, for brands matched from their logo files
+    # (migration 0011); rows with equal digests were scored alike
+    logos: Mapped[dict[str, str] | None] = mapped_column(JSONB)
 
 
 class Detection(Base):
@@ -134,7 +137,8 @@ class Detection(Base):
     )
     score: Mapped[float] = mapped_column(Float, nullable=False)
     present: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    # x0, y0, x1, y1 of the best-scoring tile in image pixels; NULL when the whole image won.
+    # x0, y0, x1, y1 in image pixels: the best-scoring tile (NULL when the whole image won),
+    # or, for a brand matched from its logo file, the mark's own box.
     region: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     detected_at: Mapped[datetime] = _now()

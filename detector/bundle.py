@@ -7,6 +7,9 @@ Layout of a bundle directory:
                   preprocess version, brands, thresholds, tiles, training data fingerprint,
                   metrics, created_at, version
     heads.npz     mean, scale (embedding standardisation), kernel (D, B), bias (B,)
+    logos.npz     only for brands matched from their logo files (`detector.exemplar`): each
+                  logo's silhouette; their calibration and thresholds are in bundle.json
+                  under "logos", and "brands" lists the heads' brands, then these
 
 Heads are stored as plain arrays, not a Keras file: a head is a logistic regression on the
 standardised embedding, so scoring is one matrix product that any process can run on
@@ -31,7 +34,7 @@ from detector.preprocess import PREPROCESS_VERSION, TileSpec
 
 log = logging.getLogger(__name__)
 FORMAT = 1
-META_FILE, HEADS_FILE = "bundle.json", "heads.npz"
+META_FILE, HEADS_FILE, LOGOS_FILE = "bundle.json", "heads.npz", "logos.npz"
 
 
 class BundleMismatchError(DetectorError):
@@ -73,6 +76,15 @@ class Heads:
             b = np.append(b, bias)
         return Heads(brands, self.mean, self.scale, k.astype(np.float32), b.astype(np.float32))
 
+    def without(self, brand: str) -> Heads:
+        """A copy without brand's head (unchanged if it has none)."""
+        if brand not in self.brands:
+            return self
+        i = self.brands.index(brand)
+        keep = [j for j in range(len(self.brands)) if j != i]
+        return Heads([b for b in self.brands if b != brand], self.mean, self.scale,
+                     self.kernel[:, keep], self.bias[keep])
+
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps(self.brands).encode())
         for a in (self.mean, self.scale, self.kernel, self.bias):
@@ -80,9 +92,31 @@ class Heads:
         return h.hexdigest()
 
 
-def _version(heads: Heads, thresholds: dict[str, float], backbone_id: str, tiles: Any) -> str:
-    doc = json.dumps([heads.digest(), thresholds, backbone_id, tiles], sort_keys=True)
+def _version(heads: Heads, thresholds: dict[str, float], backbone_id: str, tiles: Any,
+             logos: str | None = None) -> str:
+    parts = [heads.digest(), thresholds, backbone_id, tiles] + ([logos] if logos else [])
+    doc = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:12]
+
+
+def _logos_doc(logos: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """(bundle.json's "logos", logos.npz's arrays, their digest) of {brand: BrandLogo}."""
+    from detector.exemplar import METHOD
+
+    doc: dict[str, Any] = {"method": METHOD, "brands": []}  # a list: bundle.json sorts keys
+    arrays: dict[str, np.ndarray] = {}
+    h = hashlib.sha256(METHOD.encode())
+    for j, (brand, logo) in enumerate(logos.items()):
+        meta, masks = logo.to_doc()
+        one = hashlib.sha256(json.dumps([METHOD, meta], sort_keys=True).encode())
+        for i, mask in enumerate(masks):
+            arrays[f"b{j}_{i}"] = mask
+            one.update(np.ascontiguousarray(mask, np.float32).tobytes())
+        # the brand's matcher, whole: equal digests score every image alike, so a new
+        # bundle version can copy this brand's rows from an old one (`logowatch rescore`)
+        doc["brands"].append({"brand": brand, **meta, "digest": one.hexdigest()[:16]})
+        h.update(f"{brand}:{one.hexdigest()}".encode())
+    return doc, arrays, h.hexdigest()
 
 
 def save_bundle(
@@ -93,40 +127,57 @@ def save_bundle(
     thresholds: dict[str, float],
     tiles: TileSpec | None,
     extra: dict[str, Any] | None = None,
+    logos: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle; `backbone` is `Backbone.describe()`. Returns the directory."""
+    """Write a bundle; `backbone` is `Backbone.describe()`; `logos` the brands matched from
+    their logo files ({brand: detector.exemplar.BrandLogo}; their threshold is 0.5 on the
+    score scale, so `thresholds` need not name them). Returns the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    logos = dict(logos or {})
+    both = set(heads.brands) & set(logos)
+    if both:
+        raise DetectorError(f"brands {sorted(both)} have a head and a logo: one or the other")
     missing = set(heads.brands) - set(thresholds)
     if missing:
         raise DetectorError(f"no threshold for brands {sorted(missing)}")
-    thresholds = {b: float(thresholds[b]) for b in heads.brands}
+    thresholds = {**{b: float(thresholds[b]) for b in heads.brands}, **{b: 0.5 for b in logos}}
     tiles_doc = None if tiles is None else {"grid": tiles.grid, "overlap": tiles.overlap}
+    logos_doc, arrays, digest = _logos_doc(logos) if logos else (None, {}, None)
     meta: dict[str, Any] = {
         "format": FORMAT,
         "backbone": backbone,
         "backbone_id": backbone["backbone_id"],
         "preprocess_version": PREPROCESS_VERSION,
-        "brands": heads.brands,
+        "brands": [*heads.brands, *logos],
         "thresholds": thresholds,
         "tiles": tiles_doc,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    meta["version"] = _version(heads, thresholds, backbone["backbone_id"], tiles_doc)
+    if logos_doc:
+        meta["logos"] = logos_doc
+    meta["version"] = _version(heads, thresholds, backbone["backbone_id"], tiles_doc, digest)
     np.savez(out / HEADS_FILE, mean=heads.mean, scale=heads.scale, kernel=heads.kernel,
              bias=heads.bias)
+    (out / LOGOS_FILE).unlink(missing_ok=True)
+    if arrays:
+        np.savez(out / LOGOS_FILE, **arrays)  # type: ignore[arg-type]
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
 
 
 class Bundle:
-    """A loaded bundle: heads, thresholds and (unless `embed=False`) its backbone."""
+    """A loaded bundle: heads, logos, thresholds and (unless `embed=False`) its backbone.
+    `brands` is every brand: the heads' (`heads.brands`, the columns of `score`), then those
+    matched from their logo files (`logos`, which need the image, not the embedding)."""
 
-    def __init__(self, path: Path, metadata: dict[str, Any], heads: Heads, backbone: Any) -> None:
+    def __init__(self, path: Path, metadata: dict[str, Any], heads: Heads, backbone: Any,
+                 logos: dict[str, Any] | None = None) -> None:
         self.path, self.metadata, self.heads, self.backbone = path, metadata, heads, backbone
+        self.logos: dict[str, Any] = dict(logos or {})
         self.version: str = metadata["version"]
-        self.brands: list[str] = list(heads.brands)
+        self.brands: list[str] = [*heads.brands, *self.logos]
         self.thresholds: dict[str, float] = dict(metadata["thresholds"])
         # the embeddings' id: the running backbone's (another precision changes it)
         self.backbone_id: str = backbone.backbone_id if backbone else metadata["backbone_id"]
@@ -154,6 +205,20 @@ class Bundle:
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """float32 (N, D) → float32 (N, len(brands)) probabilities."""
         return self.heads.score(np.asarray(embeddings, np.float32))
+
+
+def with_logo(base: str | Path, out_dir: str | Path, brand: str, logo: Any) -> Path:
+    """A copy of bundle base with brand matched from its logo file (`logo`, a calibrated
+    `detector.exemplar.BrandLogo`): every head and every other logo unchanged, a head of
+    brand's dropped. Returns the directory."""
+    b = load_bundle(base, embed=False)
+    heads = b.heads.without(brand)
+    standard = {"format", "backbone", "backbone_id", "preprocess_version", "brands",
+                "thresholds", "tiles", "created_at", "version", "logos"}
+    return save_bundle(out_dir, backbone=b.metadata["backbone"], heads=heads,
+                       thresholds={k: b.thresholds[k] for k in heads.brands}, tiles=b.tiles,
+                       logos={**{k: v for k, v in b.logos.items() if k != brand}, brand: logo},
+                       extra={k: v for k, v in b.metadata.items() if k not in standard})
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -207,8 +272,10 @@ def load_bundle(
             f"bundle {p} was trained with preprocessing {meta['preprocess_version']}, "
             f"this code does {PREPROCESS_VERSION}: retrain or use the matching release"
         )
+    logos = _load_logos(p, meta)
     with np.load(p / HEADS_FILE) as z:
-        heads = Heads(list(meta["brands"]), z["mean"], z["scale"], z["kernel"], z["bias"])
+        heads = Heads([b for b in meta["brands"] if b not in logos], z["mean"], z["scale"],
+                      z["kernel"], z["bias"])
     bb = meta["backbone"]
     if heads.kernel.shape != (bb["embed_dim"], len(heads.brands)):
         raise BundleMismatchError(f"heads shape {heads.kernel.shape} does not fit {bb}")
@@ -237,4 +304,22 @@ def load_bundle(
             "for tests and demos only, not for real brand analytics", p, meta["version"],
             bb["weights"],
         )
-    return Bundle(p, meta, heads, backbone)
+    return Bundle(p, meta, heads, backbone, logos)
+
+
+def _load_logos(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    doc = meta.get("logos")
+    if not doc:
+        return {}
+    from detector.exemplar import METHOD, BrandLogo
+
+    if doc.get("method") != METHOD:
+        raise BundleMismatchError(
+            f"bundle {p} matches logo files by method {doc.get('method')!r}, this code by "
+            f"{METHOD}: run 'brands add --logo' again or use the matching release")
+    out = {}
+    with np.load(p / LOGOS_FILE) as z:
+        for j, d in enumerate(doc["brands"]):
+            out[d["brand"]] = BrandLogo.from_doc(d, [z[f"b{j}_{i}"]
+                                                     for i in range(len(d["null"]))])
+    return out

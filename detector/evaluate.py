@@ -72,7 +72,7 @@ def evaluate_bundle(
     misses: list[dict[str, Any]] = []
     for mode, scores in modes.items():
         per = {}
-        for j, brand in enumerate(bundle.brands):
+        for j, brand in enumerate(bundle.heads.brands):
             y = labels(feats.examples, brand)
             per[brand] = brand_report(y, scores[:, j], bundle.thresholds[brand], feats.examples)
             if mode == main_mode:
@@ -103,7 +103,7 @@ def draw_charts(
 
     fig, ax = plt.subplots(figsize=(6, 5))
     for mode, scores in modes.items():
-        for j, brand in enumerate(bundle.brands):
+        for j, brand in enumerate(bundle.heads.brands):
             y = labels(feats.examples, brand)
             if not y.any():
                 continue
@@ -119,9 +119,9 @@ def draw_charts(
     fig.savefig(out / "pr_curve.png", dpi=110)
     plt.close(fig)
 
-    n = len(bundle.brands)
+    n = len(bundle.heads.brands)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
-    for j, brand in enumerate(bundle.brands):
+    for j, brand in enumerate(bundle.heads.brands):
         r = report["modes"][main_mode][brand]
         m = np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]])
         ax = axes[0, j]

@@ -19,6 +19,11 @@ coarse search are refined at full resolution (size and angle in finer steps), wh
 separates a mark from a similar one.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size.
+
+`BrandLogo` is what a bundle keeps for a brand matched this way (`brands add --logo`): its
+logo files' silhouettes, their calibration and the brand's threshold on the z-score, which is
+the feed's own `THRESHOLD_QUANTILE` (no label is needed). `BrandLogo.find` is what the
+worker, `classify`, `serve` and the onboarding backfill run on a decoded image.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+# Stored in every bundle that matches logo files, checked on load: change it whenever a
+# constant below or the score changes, since stored scores and thresholds depend on them.
+METHOD = "silhouette-ncc/1"
+THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
 MIN_MARK = 16  # smallest mark searched for, px of the coarse image (4 % of its long side)
@@ -243,3 +253,66 @@ class Exemplar:
 
 def _box(x: int, y: int, t: Template) -> tuple[int, int, int, int]:
     return (x + t.ink[0], y + t.ink[1], x + t.ink[2], y + t.ink[3])
+
+
+def detection_score(z: float, threshold: float) -> float:
+    """A match's z-score in the detections' 0..1 score column: a logistic centred on the
+    brand's threshold, so 0.5 is the threshold. It ranks like z; it is not a probability."""
+    return float(1.0 / (1.0 + np.exp(-(z - threshold))))
+
+
+@dataclass
+class BrandLogo:
+    """A brand matched from its logo file(s): one calibrated `Exemplar` per file and the
+    brand's threshold on the z-score. An image's match is the best over the files."""
+
+    exemplars: list[Exemplar]
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: logo digests, feed size
+
+    def find(self, img: Image.Image, full: tuple[int, int] | None = None,
+             ) -> tuple[float, tuple[int, int, int, int] | None]:
+        """(detection score, the mark's box) for img; the box in `full`'s pixels when given
+        (the image's size before it was decoded smaller), else in img's."""
+        found = [m for m in (e.search(img) for e in self.exemplars) if m is not None]
+        if not found:
+            return detection_score(float("-inf"), self.threshold), None
+        best = max(found, key=lambda m: m.score)
+        sx, sy = (1.0, 1.0) if full is None else (full[0] / img.width, full[1] / img.height)
+        x0, y0, x1, y1 = best.box
+        box = (round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy))
+        return detection_score(best.score, self.threshold), box
+
+    @classmethod
+    def calibrated(cls, logos: list[Image.Image], feed: list[Image.Image],
+                   progress: Any = None) -> tuple[BrandLogo, list[float]]:
+        """Silhouettes of logos calibrated on feed (images the brand is mostly absent from),
+        the threshold their `THRESHOLD_QUANTILE`; also the feed's z-scores. `progress` wraps
+        an iterable (a progress bar) when given."""
+        wrap = progress or (lambda it, **_: it)
+        exemplars = [Exemplar(silhouette(logo)) for logo in logos]
+        for img in wrap(feed, desc="calibrate", unit="img"):
+            for e in exemplars:
+                e.calibrate_more([img])
+        zs = []
+        for img in wrap(feed, desc="threshold", unit="img"):
+            found = [m.score for m in (e.search(img) for e in exemplars) if m is not None]
+            if found:
+                zs.append(max(found))
+        if len(zs) < 2:
+            raise ValueError("too few feed images large enough to calibrate on")
+        return cls(exemplars, float(np.quantile(zs, THRESHOLD_QUANTILE))), zs
+
+    def to_doc(self) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """(JSON-ready metadata, silhouettes) for a bundle."""
+        return ({"threshold": self.threshold, "info": self.info,
+                 "null": [[[si, *ms] for si, ms in sorted(e.null.items())]
+                          for e in self.exemplars]},
+                [e.mask.astype(np.float32) for e in self.exemplars])
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], masks: list[np.ndarray]) -> BrandLogo:
+        exemplars = [Exemplar(np.asarray(m, np.float32),
+                              {int(r[0]): (float(r[1]), float(r[2])) for r in null})
+                     for m, null in zip(masks, doc["null"], strict=True)]
+        return cls(exemplars, float(doc["threshold"]), dict(doc.get("info", {})))

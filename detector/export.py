@@ -72,7 +72,10 @@ def export_saved_model(bundle: Bundle, out_dir: str | Path) -> Path:
     extra = out / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / "brands.json").write_text(json.dumps({
-        "brands": bundle.brands, "thresholds": bundle.thresholds, "version": bundle.version,
-        "backbone_id": bundle.backbone_id, "input_size": size,
+        "brands": bundle.heads.brands,
+        "thresholds": {b: bundle.thresholds[b] for b in bundle.heads.brands},
+        "version": bundle.version, "backbone_id": bundle.backbone_id, "input_size": size,
+        # matched from their logo files (OpenCV, not TensorFlow): not in this SavedModel
+        "not_exported": list(bundle.logos),
     }, indent=2) + "\n")
     return out

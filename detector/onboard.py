@@ -349,6 +349,7 @@ def _conservative_threshold(path: Path, brand: str, val: list[Any], backbone: An
                                         "images as negatives")
     return save_bundle(path, backbone=b.metadata["backbone"], heads=b.heads,
                        thresholds={**b.thresholds, brand: threshold}, tiles=b.tiles,
+                       logos=b.logos,
                        extra={"training": b.metadata["training"], "metrics": metrics})
 
 

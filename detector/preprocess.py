@@ -236,6 +236,13 @@ def _load_upright(
     return img, full
 
 
+def decode_for(data: bytes, need: int, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               ) -> tuple[Image.Image, tuple[int, int]]:
+    """Upright RGB image decoded with its long side at least `need` (or whole, if smaller),
+    and the full-resolution upright size (what boxes are given in); raises `ImageError`."""
+    return _load_upright(data, need=need, max_pixels=max_pixels)
+
+
 def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Full-resolution upright RGB image of the first frame; raises `ImageError`."""
     img, _ = _load_upright(data, need=1 << 30, max_pixels=max_pixels)

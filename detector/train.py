@@ -362,12 +362,13 @@ def train_bundle(
     if not val_ex:
         raise DetectorError("validation split is empty: add images or raise --validation-pct")
     cache_root = cache_dir or Path(data_dir) / ".bottlenecks"
-    base_heads, base_thresholds, tap_scores = None, {}, None
+    base_heads, base_thresholds, tap_scores, base_logos = None, {}, None, {}
     if base_bundle is not None:
         # the base bundle's own backbone source unless a weights file is given explicitly
         base = load_bundle(base_bundle, weights=None if weights in (None, "none") else weights,
                            backbone=backbone_model)
         bb, base_heads, base_thresholds = base.backbone, base.heads, base.thresholds
+        base_logos = {b: logo for b, logo in base.logos.items() if b not in targets}
     else:
         if backbone not in BACKBONES:
             raise DetectorError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
@@ -396,7 +397,7 @@ def train_bundle(
     log.info("bottleneck cache: %d hits, %d misses", cache.stats.hits, cache.stats.misses)
     cfg_doc = {k: v for k, v in asdict(cfg).items() if k != "tiles"}
     return save_bundle(out_dir, backbone=bb.describe(), heads=heads, thresholds=thresholds,
-                       tiles=cfg.tiles, extra={
+                       tiles=cfg.tiles, logos=base_logos, extra={
                            "training": {"config": cfg_doc, "data_fingerprint":
                                         fingerprint(train_ex + val_ex), "data_dir":
                                         str(data_dir), "brands_trained": targets,

@@ -46,6 +46,7 @@ def scoring_steps(next_step: Any, bundle: Any, metrics: StageMetrics, *, fetcher
     batch = BatchStep(infer, size=batch_size, max_wait=max_wait)
     return RunInThreads(
         partial(stages.fetch_and_prepare, fetcher=fetcher, size=bundle.input_size,
-                tiles=tiles, max_pixels=max_pixels, metrics=metrics),
+                tiles=tiles, max_pixels=max_pixels, metrics=metrics,
+                logos=bundle.logos),
         batch, workers=fetch_workers, max_pending=max_inflight, name="fetch",
     )

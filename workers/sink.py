@@ -44,13 +44,16 @@ class ResultWriter:
                        metadata: dict[str, Any]) -> None:
         """The ``models`` row goes in with the first batch's transaction (detections refer
         to it), so a database that is down at start-up is just another retried write.
-        ``metadata`` is the bundle's: its metrics, training time and weights provenance."""
+        ``metadata`` is the bundle's: its metrics, training time and weights provenance, and
+        the digest of each brand it matches from a logo file."""
         weights = metadata.get("backbone", {})
         self._model = {"model_version": version, "backbone": backbone, "brands": thresholds,
                        "metrics": metadata.get("metrics", {}),
                        "trained_at": metadata.get("created_at"),
                        "weights": weights.get("weights"),
-                       "random_weights": weights.get("random_weights")}
+                       "random_weights": weights.get("random_weights"),
+                       "logos": {d["brand"]: d["digest"]
+                                 for d in metadata.get("logos", {}).get("brands", [])} or None}
 
     _model: dict[str, Any] | None = None
 

@@ -47,6 +47,10 @@ class Work:
     scores: dict[str, tuple[float, tuple[int, int, int, int] | None]] = field(
         default_factory=dict
     )
+    # The brands matched from their logo files, found on the decoded image in the fetch pool.
+    marks: dict[str, tuple[float, tuple[int, int, int, int] | None]] = field(
+        default_factory=dict
+    )
 
 
 class TooManyFailures(WorkerError):
@@ -150,9 +154,12 @@ class ParseStep:
 
 
 def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec | None,
-                      max_pixels: int, metrics: StageMetrics) -> Work:
-    """Runs in the fetch pool: download, decode, resize (and tile). Never raises: bad input
-    becomes the post's image status, and so does anything unexpected (``internal_error``)."""
+                      max_pixels: int, metrics: StageMetrics,
+                      logos: dict[str, Any] | None = None) -> Work:
+    """Runs in the fetch pool: download, decode, resize (and tile), and match the brands
+    whose logo files the bundle searches for (``logos``; threads of this pool run it beside
+    the model's thread). Never raises: bad input becomes the post's image status, and so
+    does anything unexpected (``internal_error``)."""
     if work.status != ImageStatus.PENDING:
         return work  # failed before it got here (a dead letter, an unreadable file)
     data, work.data = work.data, None
@@ -179,6 +186,15 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
         work.status, work.error = ImageStatus.INTERNAL_ERROR, unexpected("decode", exc, metrics)
     finally:
         metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
+    if logos and work.status == ImageStatus.OK:
+        started = time.perf_counter()
+        try:
+            work.marks = rows.logo_scores(logos, data, max_pixels)
+        except Exception as exc:
+            work.status, work.error, work.tiles = (ImageStatus.INTERNAL_ERROR,
+                                                   unexpected("match", exc, metrics), None)
+        finally:
+            metrics.stage_seconds.labels(stage="match").observe(time.perf_counter() - started)
     return work
 
 
@@ -226,10 +242,10 @@ def _score(items: list[Work], bundle: Any) -> None:
     start = 0
     for work, count in zip(items, counts, strict=True):
         boxes = [t.box for t in work.tiles] if work.tiles else [None]
-        found = rows.best_views(bundle.brands, scores[start:start + count], boxes)
+        found = rows.best_views(bundle.heads.brands, scores[start:start + count], boxes)
         results.append((embeddings[start:start + count], boxes, found))
         start += count
     for work, (views, boxes, found) in zip(items, results, strict=True):
         work.views, work.boxes = views, boxes
-        work.scores = {brand: (score, box) for brand, score, box in found}
+        work.scores = {**{brand: (score, box) for brand, score, box in found}, **work.marks}
         work.tiles = None  # free the pixels before the batch waits for the database

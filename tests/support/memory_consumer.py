@@ -14,6 +14,7 @@ import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,8 @@ class StubBundle:
 
     def __init__(self) -> None:
         self.brands = ["acme", "globex"]
+        self.heads = SimpleNamespace(brands=self.brands)  # every brand has a head
+        self.logos: dict[str, Any] = {}
         self.thresholds = {"acme": 0.5, "globex": 0.6}
         self.metadata: dict[str, Any] = {}
         rng = np.random.default_rng(7)

@@ -3,6 +3,7 @@ colour, and scored against a feed so that sizes compare. Small images, no servic
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,99 @@ def test_a_flat_image_matches_nothing_strongly() -> None:
     ex = X.Exemplar(X.silhouette(_logo()))
     m = ex.search(Image.new("RGB", (400, 300), (128, 128, 128)))
     assert m is not None and m.correlation < 0.2
+
+
+@pytest.fixture(scope="module")
+def brand_logo() -> X.BrandLogo:
+    logo, zs = X.BrandLogo.calibrated([_logo()], [_photo(s) for s in range(10, 22)])
+    assert len(zs) == 12 and logo.threshold == pytest.approx(np.quantile(zs, 0.99))
+    return logo
+
+
+def _with_mark(seed: int = 2, box: tuple[int, int, int, int] = (300, 200, 380, 280),
+               ) -> Image.Image:
+    photo = _photo(seed)
+    return _paste(photo, _logo(), box, _seen(photo, box))
+
+
+def test_a_brand_logo_is_present_above_its_feed_threshold_with_its_box_in_full_pixels(
+    brand_logo: X.BrandLogo,
+) -> None:
+    score, box = brand_logo.find(_with_mark())
+    assert score > 0.5 and box is not None and iou(box, (300, 200, 380, 280)) >= 0.6
+    # decoded at half size, the box is given in the full image's pixels
+    half, full_box = brand_logo.find(_with_mark().resize((320, 240)), full=(640, 480))
+    assert full_box is not None and iou(full_box, (300, 200, 380, 280)) >= 0.5
+    assert brand_logo.find(_photo(30))[0] < 0.5 < half
+    assert X.detection_score(brand_logo.threshold, brand_logo.threshold) == 0.5
+
+
+def _heads_bundle(path: Path, brands: list[str]) -> Path:
+    from detector.bundle import Heads, save_bundle
+
+    rng = np.random.default_rng(0)
+    heads = Heads(brands, np.zeros(4, np.float32), np.ones(4, np.float32),
+                  rng.normal(size=(4, len(brands))).astype(np.float32),
+                  np.zeros(len(brands), np.float32))
+    backbone = {"backbone_id": "test-backbone", "name": "inception_v3", "input_size": 75,
+                "embed_dim": 4, "weights": "test", "weights_source": "none"}
+    return save_bundle(path, backbone=backbone, heads=heads,
+                       thresholds={b: 0.4 + 0.1 * i for i, b in enumerate(brands)}, tiles=None,
+                       extra={"training": {"note": "kept"}})
+
+
+def test_a_logo_brand_round_trips_through_a_bundle_beside_the_heads(
+    brand_logo: X.BrandLogo, tmp_path: Path,
+) -> None:
+    from detector.bundle import BundleMismatchError, load_bundle, read_metadata, with_logo
+
+    base = load_bundle(_heads_bundle(tmp_path / "base", ["acme", "globex"]), embed=False)
+    new = load_bundle(with_logo(base.path, tmp_path / "new", "bolt", brand_logo), embed=False)
+    assert new.brands == ["acme", "globex", "bolt"] and new.heads.brands == ["acme", "globex"]
+    assert new.thresholds == {**base.thresholds, "bolt": 0.5}
+    np.testing.assert_array_equal(new.heads.kernel, base.heads.kernel)
+    assert new.metadata["training"] == {"note": "kept"} and new.version != base.version
+    img = _with_mark()
+    assert new.logos["bolt"].find(img) == brand_logo.find(img)  # the same scores, exactly
+    again = with_logo(base.path, tmp_path / "again", "bolt", brand_logo)
+    assert read_metadata(again)["version"] == new.version  # the id is the content's
+    # a brand that had a head is matched from its logo instead; other logos are kept
+    both = load_bundle(with_logo(new.path, tmp_path / "both", "acme", brand_logo), embed=False)
+    assert both.heads.brands == ["globex"] and list(both.logos) == ["bolt", "acme"]
+    assert both.heads.kernel[:, 0].tolist() == base.heads.kernel[:, 1].tolist()
+    # scores depend on the matching method: a bundle made by another refuses to load
+    meta = json.loads((new.path / "bundle.json").read_text())
+    meta["logos"]["method"] = "silhouette-ncc/0"
+    (new.path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleMismatchError, match="brands add --logo"):
+        load_bundle(new.path, embed=False)
+
+
+def test_the_scoring_steps_add_logo_brands_with_their_box_beside_the_heads(
+    brand_logo: X.BrandLogo,
+) -> None:
+    import io
+
+    from tests.support.memory_consumer import StubBundle
+    from workers import stages
+    from workers.config import ImageStatus
+    from workers.metrics import StageMetrics
+
+    bundle = StubBundle()
+    bundle.logos = {"bolt": brand_logo}
+    bundle.brands = [*bundle.brands, "bolt"]
+    works = []
+    for img in (_with_mark(), _photo(30)):
+        buf = io.BytesIO()
+        img.resize((1280, 960)).save(buf, "JPEG", quality=92)  # boxes in this image's pixels
+        works.append(stages.Work(record=None, data=buf.getvalue()))
+    metrics = StageMetrics()
+    for w in works:
+        stages.fetch_and_prepare(w, fetcher=None, size=bundle.input_size,  # type: ignore[arg-type]
+                                 tiles=None, max_pixels=40_000_000, metrics=metrics,
+                                 logos=bundle.logos)
+        assert w.status == ImageStatus.OK
+    stages._score(works, bundle)
+    (hit, box), (miss, _) = works[0].scores["bolt"], works[1].scores["bolt"]
+    assert list(works[0].scores) == ["acme", "globex", "bolt"]
+    assert hit > 0.5 > miss and iou(box, (600, 400, 760, 560)) >= 0.5
