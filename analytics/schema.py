@@ -258,7 +258,8 @@ class BrandModelPin(Base):
 
 class BrandLabel(Base):
     """A person's verdict on one post for one brand (``logowatch brands review``): whether
-    the brand's logo is in the image. The next ``brands add`` of the brand trains on them."""
+    the brand's logo is in the image. The next ``brands add`` of the brand measures its
+    precision and recall on them."""
 
     __tablename__ = "brand_labels"
 

@@ -76,7 +76,8 @@ def extend_brands(actions: Any, add: argparse.ArgumentParser) -> None:
         "review", help="contact sheet of a brand's top and borderline posts; record verdicts",
         description="Fetches the images of the brand's highest-scoring and borderline posts "
         "(current model) again and writes sheet.png and index.html. --confirm and --reject "
-        "record a person's verdicts; the next 'brands add --logo' trains on them.")
+        "record a person's verdicts; the next 'brands add --logo' measures its precision "
+        "and recall on them.")
     review.add_argument("brand")
     review.add_argument("--database-url", default=config.database_url(),
                         help="SQLAlchemy URL (env DATABASE_URL)")
@@ -376,16 +377,29 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
     return out, dict(errors)
 
 
+FULL_SIZE = "logowatch-full-size"
+
+
+def _full_size(img: Any) -> tuple[int, int] | None:
+    """The full size `_save_small` wrote into a file's JPEG comment, if it did."""
+    words = bytes(img.info.get("comment", b"")).decode("ascii", "replace").split()
+    if len(words) == 2 and words[0] == FULL_SIZE:
+        w, _, h = words[1].partition("x")
+        if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+            return int(w), int(h)
+    return None
+
+
 def _save_small(data: bytes, path: Path) -> None:
     """Decode with the worker's guarded decoder, shrink to the size logos are matched at,
     write as JPEG (atomically)."""
     from detector.exemplar import FINE_SIDE
     from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for
 
-    img, _ = decode_for(data, FINE_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
+    img, full = decode_for(data, FINE_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
     img.thumbnail((FINE_SIDE, FINE_SIDE))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=92)
+    buf = io.BytesIO()  # the comment keeps the full size, which detection boxes are given in
+    img.save(buf, "JPEG", quality=92, comment=f"{FULL_SIZE} {full[0]}x{full[1]}".encode())
     tmp = path.with_suffix(".part")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
@@ -459,13 +473,13 @@ def run_review(args: argparse.Namespace) -> int:
                     "labelled_at = now()"), {"p": post_id, "b": brand, "v": present})
         print(f"brands review {brand}: {sum(verdicts.values())} confirmed, "
               f"{len(verdicts) - sum(verdicts.values())} rejected; the next 'brands add "
-              f"{brand} --logo ...' trains on them")
+              f"{brand} --logo ...' measures its precision and recall on them")
     with transaction(args.database_url) as conn:
         current = conn.execute(text(
             "SELECT model_version, threshold FROM brand_current_model WHERE brand = :b"),
             {"b": brand}).first()
         if current is None:
-            raise WorkerError(f"no model has a head for {brand!r} (see: logowatch brands list)")
+            raise WorkerError(f"no model detects {brand!r} (see: logowatch brands list)")
         picked = conn.execute(text(REVIEW_SQL), {
             "b": brand, "v": current.model_version, "t": current.threshold,
             "top": args.top, "near": args.borderline}).all()
@@ -480,13 +494,15 @@ def run_review(args: argparse.Namespace) -> int:
 
 
 REVIEW_SQL = """
-(SELECT 'top' AS pick, d.post_id, d.score, d.present, p.image_url, p.caption, l.present AS label
+(SELECT 'top' AS pick, d.post_id, d.score, d.present, d.region, p.image_url, p.caption,
+        l.present AS label
  FROM detections d JOIN posts p USING (post_id)
  LEFT JOIN brand_labels l ON l.post_id = d.post_id AND l.brand = d.brand
  WHERE d.brand = :b AND d.model_version = :v
  ORDER BY d.score DESC, d.post_id LIMIT :top)
 UNION ALL
-(SELECT 'borderline', d.post_id, d.score, d.present, p.image_url, p.caption, l.present
+(SELECT 'borderline', d.post_id, d.score, d.present, d.region, p.image_url, p.caption,
+        l.present
  FROM detections d JOIN posts p USING (post_id)
  LEFT JOIN brand_labels l ON l.post_id = d.post_id AND l.brand = d.brand
  WHERE d.brand = :b AND d.model_version = :v AND l.post_id IS NULL
@@ -517,11 +533,17 @@ def _contact_sheet(brand: str, current: Any, picked: list[Any],
     cards = []
     for i, r in enumerate(shown):
         with Image.open(images[r.post_id]) as img:
+            full = _full_size(img)
             thumb = img.convert("RGB")
             thumb.thumbnail((cell - 8, cell - 8))
         x, y = (i % cols) * cell, (i // cols) * (cell + 28)
-        sheet.paste(thumb, (x + 4, y + 4))
         colour = (0, 130, 0) if r.present else (160, 0, 0)
+        if r.region and full:  # where the detection is: the mark's box, or the best tile
+            k = thumb.width / full[0]
+            x0, y0, x1, y1 = (round(v * k) for v in r.region)
+            ImageDraw.Draw(thumb).rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)),
+                                            outline=(255, 200, 0), width=2)
+        sheet.paste(thumb, (x + 4, y + 4))
         draw.rectangle((x + 2, y + 2, x + cell - 3, y + cell - 3), outline=colour, width=2)
         draw.text((x + 4, y + cell + 2), f"{r.post_id[:26]}", fill=(0, 0, 0))
         draw.text((x + 4, y + cell + 14), f"{r.pick} {r.score:.3f}", fill=colour)
@@ -542,6 +564,7 @@ def _contact_sheet(brand: str, current: Any, picked: list[Any],
         "</style>"
         f"<h1>{html.escape(brand)}: model {html.escape(current.model_version)}, threshold "
         f"{current.threshold:.3f}</h1><p>Highest-scoring posts, then those nearest the "
-        "threshold. Record what you see with <code>logowatch brands review "
+        "threshold; a yellow box is where the detection is. Record what you see with "
+        "<code>logowatch brands review "
         f"{html.escape(brand)} --confirm ID,ID --reject ID,ID</code>.</p>" + "".join(cards))
     return out / "sheet.png"

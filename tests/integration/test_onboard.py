@@ -13,7 +13,9 @@ import threading
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench.real_logos import iou
 from tests.support.http_server import ImageServer
@@ -175,7 +177,7 @@ def test_brands_add_from_a_logo_backfills_history_with_a_fresh_workers_scores(
     assert f"{len(fresh)} rows copied" in said, said
     assert _detections(migrated_db, newer.version) == fresh
 
-    # review: verdicts go to brand_labels (the next brands add trains on them), the sheet
+    # review: verdicts go to brand_labels (the next brands add measures on them), the sheet
     # shows the top and borderline posts
     code, said = _cli("brands", "review", BRAND, "--database-url", psql_url,
                       "--allow-host", image_server.host, "--out", str(tmp_path / "review"),
@@ -185,5 +187,7 @@ def test_brands_add_from_a_logo_backfills_history_with_a_fresh_workers_scores(
     assert sorted(rows(migrated_db, "SELECT post_id, present FROM brand_labels WHERE "
                        "brand = :b", b=BRAND)) == [("o0", True), ("o1", False), ("o8", True)]
     page = (tmp_path / "review" / "index.html").read_text()
-    assert (tmp_path / "review" / "sheet.png").stat().st_size > 1000
+    with Image.open(tmp_path / "review" / "sheet.png") as sheet:  # each match's box drawn
+        yellow = (np.asarray(sheet.convert("RGB")) == (255, 200, 0)).all(axis=2)
+    assert yellow.sum() > 12 * 40, "the sheet draws no detection boxes"
     assert page.count("<figure>") == 12 and "--confirm" in page

@@ -160,3 +160,18 @@ def test_train_brand_adds_one_head_and_leaves_the_others_bit_identical(
     assert 0.0 < meta["thresholds"]["initech"] < 1.0
     assert report["threshold"] == meta["thresholds"]["initech"]
     assert report["validation_positives"] > 0 and "optimistic" in report["note"]
+
+
+def test_a_fetched_feed_image_is_kept_small_with_its_full_size_for_boxes(tmp_path: Path) -> None:
+    import io
+
+    from logowatch.onboard import _full_size, _save_small
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2400, 1200), (30, 90, 160)).save(buf, "PNG")
+    _save_small(buf.getvalue(), tmp_path / "a.jpg")
+    with Image.open(tmp_path / "a.jpg") as img:
+        assert img.size == (800, 400) and _full_size(img) == (2400, 1200)
+    Image.new("RGB", (20, 10)).save(tmp_path / "b.jpg", comment=b"logowatch-full-size 0x9")
+    with Image.open(tmp_path / "b.jpg") as img:
+        assert _full_size(img) is None  # a comment not ours, or a zero size: no box drawn
