@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--records", type=int, default=d.records,
                    help="backlog records per worker configuration (keep a multiple of the "
                    "batch sizes, so every backlog batch is full)")
-    p.add_argument("--tile-records", type=int, default=d.tile_records)
+    p.add_argument("--tile-records", type=int, default=d.tile_records,
+                   help="backlog records of the slower runs: tiles, and one brand matched "
+                   f"from its logo file (default {d.tile_records})")
     p.add_argument("--baseline-records", type=int, default=d.baseline_records)
     p.add_argument("--latency-seconds", type=float, default=d.latency_seconds,
                    help="open-loop phase per configuration, at half its throughput (0: off)")

@@ -128,3 +128,25 @@ def make_bundle(out: Path, input_size: int, seed: int = 0,
     return save_bundle(out, backbone=backbone.describe(), heads=heads,
                        thresholds=dict.fromkeys(BRANDS, 0.5), tiles=TileSpec(2, 0.25),
                        extra={"note": "benchmark bundle: random heads"})
+
+
+LOGO_BRAND = "benchlogo"
+
+
+def with_bench_logo(base: Path, out: Path, images: list[bytes]) -> Path:
+    """base with one more brand matched from a logo file (`detector.exemplar`): a drawn
+    two-part mark, calibrated on the benchmark's own images. Its matches mean nothing; its
+    cost is what the worker pays per image for each brand onboarded with `brands add --logo`."""
+    from PIL import ImageDraw
+
+    from detector.bundle import with_logo
+    from detector.exemplar import FINE_SIDE, BrandLogo
+    from detector.preprocess import decode_for
+
+    logo = Image.new("RGBA", (240, 120), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(logo)
+    draw.ellipse((0, 0, 119, 119), fill=(200, 20, 20, 255))
+    draw.polygon([(130, 110), (185, 5), (239, 110)], fill=(200, 20, 20, 255))
+    feed = [decode_for(b, FINE_SIDE)[0] for b in images]
+    found, _ = BrandLogo.calibrated([logo], feed)
+    return with_logo(base, out, LOGO_BRAND, found)

@@ -39,6 +39,7 @@ class RunSpec:
     max_wait_ms: int = 200
     fetch_workers: int = 16
     timeout: float = 600.0
+    bundle: Path | None = None  # instead of the run's bundle (the logo section's)
 
 
 class Child:
@@ -132,8 +133,9 @@ def run(spec: RunSpec, *, services: Services, bundle: Path, server: Any, logs: P
     """One configuration: start `spec.processes` workers, warm up, backlog, paced latency."""
     topic = services.create_topic()
     tag = f"b{spec.batch_size}{'t' if spec.tiles else ''}p{spec.processes}-{topic[-4:]}"
-    workers = [WorkerProcess(bundle, services, topic, f"{topic}-g", server.host, spec,
-                             logs / f"worker-{tag}-{i}.log") for i in range(spec.processes)]
+    workers = [WorkerProcess(spec.bundle or bundle, services, topic, f"{topic}-g", server.host,
+                             spec, logs / f"worker-{tag}-{i}.log")
+               for i in range(spec.processes)]
     result: dict[str, Any] = {"batch_size": spec.batch_size, "tiles": spec.tiles,
                               "processes": spec.processes}
     try:

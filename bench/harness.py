@@ -25,7 +25,7 @@ from bench import machine
 
 log = logging.getLogger("bench")
 SECTIONS = ("model", "decode", "training", "serve", "baseline", "baseline_shipped", "e2e",
-            "model_again", "tiles", "scaling")
+            "model_again", "tiles", "logo", "scaling")
 FULL_NET = "mixed10:avg"  # the 2016 prototype's embedding: the whole net, average pool
 TARGET_VS_BOUND, TARGET_VS_BASELINE = 0.85, 3.0
 TILES_PER_IMAGE = 5  # whole image + a 2x2 grid
@@ -180,6 +180,10 @@ class Harness:
             self.section("tiles", lambda: one(e2e.RunSpec(
                 best, self.s.tile_records, tiles=True, latency_seconds=self.s.latency_seconds),
                 f"tiles-b{best}"))
+            self.section("logo", lambda: one(e2e.RunSpec(
+                best, self.s.tile_records, latency_seconds=self.s.latency_seconds,
+                bundle=data.with_bench_logo(bundle_path, work / "bundle-logo", images)),
+                f"logo-b{best}"))
             self.section("scaling", lambda: {
                 "one_process_per_s": sw["best_per_s"] if sw else None,
                 "two_processes": one(e2e.RunSpec(best, self.s.records, processes=2,
@@ -259,6 +263,9 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
             batch_s = sbs / smodel
             out.update(serve_p50_in_batches=lat["p50"] / batch_s,
                        serve_p95_in_batches=lat["p95"] / batch_s)
+    logo = _get(r, "logo", "images_per_s")
+    if logo and e2e:  # the cost of one brand matched from its logo file
+        out.update(logo_per_s=logo, logo_vs_e2e=logo / e2e)
     two = _get(r, "scaling", "two_processes", "images_per_s")
     if two and e2e:
         out["two_vs_one_process"] = two / e2e

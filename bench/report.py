@@ -56,6 +56,8 @@ def table(r: dict[str, Any]) -> str:
     runs = [("e2e", v) for v in ((r.get("e2e") or {}).get("by_batch") or {}).values()]
     if r.get("tiles"):
         runs.append(("tiles", r["tiles"]))
+    if r.get("logo"):
+        runs.append(("+1 logo", r["logo"]))
     two = (r.get("scaling") or {}).get("two_processes")
     if two:
         runs.append(("2 procs", two))
@@ -99,6 +101,9 @@ def table(r: dict[str, Any]) -> str:
         if q.get("tiles_vs_bound") is not None:
             lines.append(f"  tiles: {_f(q['tiles_per_s'], 2)} images/s vs bound "
                          f"{_f(q['tiles_bound_per_s'], 2)} = {_f(q['tiles_vs_bound'], 2)}")
+        if q.get("logo_vs_e2e") is not None:
+            lines.append(f"  one brand matched from its logo file: {_f(q['logo_per_s'], 2)} "
+                         f"images/s = {_f(q['logo_vs_e2e'], 2)} of end to end without it")
         if q.get("two_vs_one_process") is not None:
             lines.append(f"  2 processes / 1 process = {_f(q['two_vs_one_process'], 2)}")
     if q.get("serve_vs_model_bound") is not None:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.data import LOGO_BRAND
+from tests.support.pipeline import rows
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,9 +51,13 @@ def test_bench_runs_every_section_once_and_writes_ratios_json_and_chart(
     assert run["latency"]["stored"] == run["latency"]["sent"]
     assert run["peak_rss_mib"][0] > 0
     assert result["tiles"]["tiles"] is True and result["tiles"]["stored"] == 4
+    assert result["logo"]["stored"] == 4 and result["logo"]["statuses"] == {"ok": 4}
+    found = rows(migrated_db, "SELECT count(*), count(region) FROM detections WHERE brand = :b",
+                 b=LOGO_BRAND)
+    assert found[0][0] >= 4 and found[0][0] == found[0][1]  # the worker matched it, with boxes
     assert len(result["scaling"]["two_processes"]["peak_rss_mib"]) == 2
     for key in ("vs_bound", "vs_baseline", "vs_baseline_shipped", "vs_shared_cpu_bound",
-                "tiles_vs_bound", "two_vs_one_process", "serve_vs_model_bound"):
+                "tiles_vs_bound", "logo_vs_e2e", "two_vs_one_process", "serve_vs_model_bound"):
         assert result["ratios"][key] > 0
     assert set(result["ratios"]["target_vs_bound"]) == {"target", "met"}
     assert chart.stat().st_size > 0
