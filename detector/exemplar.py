@@ -16,7 +16,9 @@ feed, and keeps, per size, the mean and spread of the best score a photo gives; 
 placement's score is then its correlation in units of that spread above the mean (a
 z-score), so sizes compare and one threshold serves them all. The best few placements of the
 coarse search are refined at full resolution (size and angle in finer steps), which
-separates a mark from a similar one.
+separates a mark from a similar one. A large mark is matched on the photo reduced until the
+mark is COARSE_CAP px (coarse) or FINE_CAP px (refinement): what a correlation costs is the
+photo's area, and a mark of that size keeps its shape.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size.
 
@@ -36,7 +38,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc/1"
+METHOD = "silhouette-ncc/2"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -47,9 +49,15 @@ ANGLES = (-30.0, -15.0, 0.0, 15.0, 30.0)
 FINE_SCALES = (0.88, 0.94, 1.0, 1.06, 1.13)
 FINE_ANGLES = (-8.0, -4.0, 0.0, 4.0, 8.0)
 FINE_SIDE = 800  # the refinement runs on the photo reduced to at most this long side
+# Larger marks are matched on the photo reduced further, so that the mark is at most this many
+# px: a correlation costs about the same at every template size (OpenCV correlates through
+# the DFT), so the photo's area is what costs, and a mark this size keeps its shape.
+COARSE_CAP = 32  # px of the mark in the coarse search
+FINE_CAP = 96  # px of the mark in the refinement
 PAD = 0.15  # ring of surround around the silhouette, as a share of its long side
 CONTRAST_FLOOR = 0.03  # patch standard deviation (0..1 grey) below which a patch is flat
 CANDIDATES = 5
+FINE_TEMPLATES_KEPT = 1024  # refinement templates kept per logo file (up to ~30 MB)
 
 
 def _cv2() -> Any:
@@ -142,6 +150,8 @@ class Exemplar:
     null: dict[int, tuple[float, float]] = field(default_factory=dict)  # size index -> mean, sd
     _seen: list[list[float | None]] = field(default_factory=list, repr=False)  # per feed image
     _coarse: list[list[Template]] | None = field(default=None, repr=False)
+    _cap: list[Template] | None = field(default=None, repr=False)
+    _fine: dict[tuple[float, float], Template] = field(default_factory=dict, repr=False)
 
     @property
     def sizes(self) -> list[float]:
@@ -156,20 +166,38 @@ class Exemplar:
             self._coarse = [[template(self.mask, s, a) for a in ANGLES] for s in self.sizes]
         return self._coarse
 
+    def _capped(self) -> list[Template]:
+        if self._cap is None:
+            self._cap = [template(self.mask, COARSE_CAP, a) for a in ANGLES]
+        return self._cap
+
     def _coarse_search(self, grey: np.ndarray) -> tuple[list[float | None], list[tuple]]:
         """Best correlation per size (None where no template fits), and the candidates
-        (corr, size index, template, x, y)."""
+        (corr, size index, template, x, y); a size above COARSE_CAP is matched on grey
+        reduced by COARSE_CAP / size, its place given in grey's pixels."""
+        cv2 = _cv2()
         best: list[float | None] = []
         cands = []
         for si, row in enumerate(self.coarse_templates()):
             top = None
-            for t in row:
+            f = min(1.0, COARSE_CAP / self.sizes[si])
+            g = grey if f == 1.0 else cv2.resize(
+                grey, (max(1, round(grey.shape[1] * f)), max(1, round(grey.shape[0] * f))),
+                interpolation=cv2.INTER_AREA)
+            for t, m in zip(row, row if f == 1.0 else self._capped(), strict=True):
                 if t.values.shape[0] >= grey.shape[0] or t.values.shape[1] >= grey.shape[1]:
                     continue
-                c = correlation(grey, t)
+                if m.values.shape[0] >= g.shape[0] or m.values.shape[1] >= g.shape[1]:
+                    continue
+                c = correlation(g, m)
                 i = int(c.argmax())
                 v = float(c.flat[i])
                 y, x = divmod(i, c.shape[1])
+                if f < 1.0:  # the capped template's centre, back in grey's pixels
+                    x = round((x + m.values.shape[1] / 2) / f - t.values.shape[1] / 2)
+                    y = round((y + m.values.shape[0] / 2) / f - t.values.shape[0] / 2)
+                    x = min(max(x, 0), grey.shape[1] - t.values.shape[1])
+                    y = min(max(y, 0), grey.shape[0] - t.values.shape[0])
                 cands.append((v, si, t, x, y))
                 top = v if top is None else max(top, v)
             best.append(top)
@@ -229,17 +257,35 @@ class Exemplar:
                 best = m
         return best
 
+    def _fine_template(self, size: float, angle: float) -> Template:
+        """template(mask, size, angle), kept: photos of one size ask for the same ones."""
+        f = self._fine.get((size, angle))  # the worker's fetch threads share it
+        if f is None:
+            if len(self._fine) >= FINE_TEMPLATES_KEPT:
+                self._fine.clear()
+            f = self._fine[(size, angle)] = template(self.mask, size, angle)
+        return f
+
     def _refine(self, fine: np.ndarray, r: float, t: Template, x: int, y: int) -> Match | None:
+        """The best size and angle near t's at (x, y), on fine (r times the coarse image's
+        scale), the crop reduced so that the mark is at most FINE_CAP px; its box in fine's
+        pixels."""
+        cv2 = _cv2()
         th, tw = t.values.shape
         cx, cy = (x + tw / 2) * r, (y + th / 2) * r
         half = 0.75 * max(th, tw) * r
         x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
         x1, y1 = int(min(fine.shape[1], cx + half)), int(min(fine.shape[0], cy + half))
         crop = np.ascontiguousarray(fine[y0:y1, x0:x1])
+        g = min(1.0, FINE_CAP / (t.size * r))
+        if g < 1.0:
+            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * g)),
+                                     max(1, round(crop.shape[0] * g))),
+                              interpolation=cv2.INTER_AREA)
         best: Match | None = None
         for ds in FINE_SCALES:
             for da in FINE_ANGLES:
-                f = template(self.mask, t.size * r * ds, t.angle + da)
+                f = self._fine_template(t.size * r * g * ds, t.angle + da)
                 if f.values.shape[0] >= crop.shape[0] or f.values.shape[1] >= crop.shape[1]:
                     continue
                 c = correlation(crop, f)
@@ -247,7 +293,10 @@ class Exemplar:
                 v = float(c.flat[i])
                 if best is None or v > best.correlation:
                     yy, xx = divmod(i, c.shape[1])
-                    best = Match(v, v, _box(x0 + xx, y0 + yy, f), f.size, f.angle)
+                    bx0, by0, bx1, by1 = _box(xx, yy, f)
+                    best = Match(v, v, (x0 + round(bx0 / g), y0 + round(by0 / g),
+                                        x0 + round(bx1 / g), y0 + round(by1 / g)),
+                                 f.size / g, f.angle)
         return best
 
 

@@ -22,7 +22,7 @@ resumes where it stopped (files already fetched are reused):
 
 Until issue 22, step 3 was "draw the logo onto the feed and train a head on the backbone's
 embedding": on real marks in photographs that measured AP 0.08-0.12 (chance 0.05), the logo
-file matched as a silhouette 0.36 (docs/benchmarks.md). Images are kept in the work folder
+file matched as a silhouette 0.37 (docs/benchmarks.md). Images are kept in the work folder
 only while the command runs; a successful run deletes them.
 """
 
