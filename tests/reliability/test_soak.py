@@ -2,7 +2,9 @@
 less than 10% and its open file descriptors stay flat.
 
 CI runs ``LOGOWATCH_SOAK_RECORDS`` (default 1,500) records; the issue's full soak is
-``LOGOWATCH_SOAK_RECORDS=20000 pytest tests/reliability/test_soak.py``.
+``LOGOWATCH_SOAK_RECORDS=20000 pytest tests/reliability/test_soak.py``. With
+``LOGOWATCH_SOAK_LOGO=1`` the worker also matches one brand from its logo file
+(``bench.data.with_bench_logo``), whose template cache must stay bounded too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 RECORDS = int(os.environ.get("LOGOWATCH_SOAK_RECORDS", "1500"))
 WARM_UP = max(200, RECORDS // 5)
+LOGO = os.environ.get("LOGOWATCH_SOAK_LOGO") == "1"
 
 
 def test_soak_memory_and_file_descriptors_stay_flat_after_warm_up(
@@ -38,6 +41,11 @@ def test_soak_memory_and_file_descriptors_stay_flat_after_warm_up(
     producer.close()
 
     group = f"{topic}-g"
+    if LOGO:
+        from bench.data import with_bench_logo
+
+        tiny_bundle = with_bench_logo(tiny_bundle, tmp_path / "with-logo",
+                                      [body for _, body in synth_images[:40]])
     worker = detect(tiny_bundle, bootstrap, migrated_db, topic, group, tmp_path / "soak.log",
                     "--batch-size", "32", "--fetch-workers", "8", allow=[image_server.host])
     try:
