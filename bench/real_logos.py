@@ -187,7 +187,6 @@ def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str,
     return measures(y, s, small, thr, hits)
 
 
-FEED_QUANTILE = 0.99  # protocol (c)'s threshold: this quantile of the feed's own scores
 THRESHOLD_IMAGES = 200  # feed images searched for protocol (c)'s threshold
 CALIBRATION_IMAGES = 300  # feed images protocol (c) calibrates on
 
@@ -225,6 +224,7 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test
     percentile; scored on the test side with the matcher's own box."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from detector.exemplar import THRESHOLD_QUANTILE
     from detector.synth import read_manifest
 
     rows = read_manifest(test_dir)
@@ -236,7 +236,7 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test
         results = list(pool.map(_search_all, jobs))
     res = {}
     for x, (feed_scores, found) in zip(targets, results, strict=True):
-        thr = float(np.quantile(feed_scores, FEED_QUANTILE))
+        thr = float(np.quantile(feed_scores, THRESHOLD_QUANTILE))  # the product's rule
         y = np.array([x.slug in r.brands for r in rows])
         s = np.array([-np.inf if f is None else f[0] for f in found])
         small = np.array([r.small for r in rows]) & y
