@@ -7,7 +7,12 @@ frozen ImageNet features this project embeds do not separate one flat mark from 
 silhouette over the photo at many sizes and angles and scores each placement by the
 normalised cross-correlation of the photo with it, taken as an absolute value (a white mark
 on a dark shirt and a black one on a white mug match alike) and with a floor on the
-patch's contrast (a flat wall does not match everything).
+patch's contrast (a flat wall does not match everything). The best few placements of each
+template are then also scored by how many of the silhouette's edges find an edge of the same
+orientation in the photo, taken from whichever colour channel changes most (a LINE-2D-like
+gradient-orientation match, tolerant of a few px of warp): a blue mark on an orange of the
+same grey has no contrast in grey but its edges are there. The two measures, each in units of
+its spread over the feed, add up to the placement's score.
 
 A raw correlation means different things at different sizes: on the realistic benchmark's
 feed a 16 px silhouette finds 0.54 somewhere in an average photo, a 171 px one 0.26.
@@ -38,7 +43,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc/3"
+METHOD = "silhouette-ncc-orient/4"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -57,6 +62,11 @@ FINE_CAP = 96  # px of the mark in the refinement
 PAD = 0.15  # ring of surround around the silhouette, as a share of its long side
 CONTRAST_FLOOR = 0.03  # patch standard deviation (0..1 grey) below which a patch is flat
 CANDIDATES = 5
+PLACES = 8  # best local maxima of each template's correlation also scored by edge orientation
+ORIENT_BINS = 8  # edge orientations, over 180 degrees (either polarity alike)
+ORIENT_SPREAD = 3  # px: an edge of the photo counts within this neighbourhood of the mark's
+EDGE_FLOOR = 0.24  # Sobel magnitude (0..1 colour) below which a photo pixel has no edge
+EDGE_POINTS = 96  # of the silhouette's edges, sampled for the orientation score
 FINE_TEMPLATES_KEPT = 1024  # refinement templates kept per logo file (up to ~30 MB)
 
 
@@ -82,6 +92,7 @@ class Template:
     values: np.ndarray  # zero-mean float32
     norm: float
     ink: tuple[int, int, int, int]  # the mark's box inside values
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # the silhouette's edge points: y, x, bin
 
 
 def template(mask: np.ndarray, size: float, angle: float) -> Template:
@@ -103,7 +114,88 @@ def template(mask: np.ndarray, size: float, angle: float) -> Template:
         ys, xs = np.nonzero(t >= t.max())
     ink = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     t = (t - t.mean()).astype(np.float32)
-    return Template(size, angle, t, float(np.sqrt((t * t).sum())) or 1.0, ink)
+    return Template(size, angle, t, float(np.sqrt((t * t).sum())) or 1.0, ink, _edges(t))
+
+
+def _orientation_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    return (np.floor(theta / np.pi * ORIENT_BINS).astype(np.int64)) % ORIENT_BINS
+
+
+def _edges(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to EDGE_POINTS of the template's edge pixels (a fixed sample) and their bins."""
+    cv2 = _cv2()
+    gx = cv2.Sobel(values, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(values, cv2.CV_32F, 0, 1, ksize=3)
+    m = np.sqrt(gx * gx + gy * gy)
+    ys, xs = np.nonzero(m > 0.3 * m.max()) if m.max() > 0 else (np.zeros(0, int),) * 2
+    if len(ys) > EDGE_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(len(ys), EDGE_POINTS, replace=False))
+        ys, xs = ys[keep], xs[keep]
+    return ys, xs, _orientation_bins(gx[ys, xs], gy[ys, xs])
+
+
+def orientations(rgb: np.ndarray) -> np.ndarray:
+    """ORIENT_BINS x H x W for rgb (float32 0..1, H x W x 3): at each pixel, how well an edge
+    of orientation b is met within ORIENT_SPREAD px (1 the same bin, 0.85 the next one, else
+    0), the edge taken from the colour channel whose gradient is strongest there."""
+    cv2 = _cv2()
+    gx = cv2.Sobel(rgb, cv2.CV_32F, 1, 0, ksize=3)  # per channel
+    gy = cv2.Sobel(rgb, cv2.CV_32F, 0, 1, ksize=3)
+    mag = gx * gx + gy * gy
+    ch = mag.argmax(-1)[..., None]
+    gx = np.take_along_axis(gx, ch, -1)[..., 0]
+    gy = np.take_along_axis(gy, ch, -1)[..., 0]
+    strong = np.take_along_axis(mag, ch, -1)[..., 0] > EDGE_FLOOR ** 2
+    q = np.full(strong.shape, -1, np.int8)
+    q[strong] = _orientation_bins(gx[strong], gy[strong])
+    k = np.ones((ORIENT_SPREAD, ORIENT_SPREAD), np.uint8)
+    spread = np.stack([cv2.dilate((q == b).view(np.uint8), k)
+                       for b in range(ORIENT_BINS)]).astype(np.float32)
+    near = float(np.cos(np.pi / ORIENT_BINS) ** 2)
+    out = spread.copy()  # the bin itself, and near times each neighbouring bin (circular)
+    out[1:] += near * spread[:-1]
+    out[0] += near * spread[-1]
+    out[:-1] += near * spread[1:]
+    out[-1] += near * spread[0]
+    return np.minimum(out, 1.0)
+
+
+def colour_of(img: Image.Image, side: int) -> np.ndarray:
+    """img's RGB (float32 0..1) at grey_of's size for the same side."""
+    k = min(1.0, side / max(img.size))
+    c = img.convert("RGB")
+    if k < 1.0:
+        c = c.resize((max(1, round(c.width * k)), max(1, round(c.height * k))),
+                     Image.Resampling.BOX)
+    return np.asarray(c, np.float32) / 255.0
+
+
+def orientation_at(rmap: np.ndarray, t: Template, xs: np.ndarray, ys: np.ndarray,
+                   ) -> np.ndarray:
+    """The share of t's edge points met by an edge of their orientation (`orientations`)
+    with t's top-left at each (x, y), the best of the 3 x 3 placements around it."""
+    ey, ex_, eb = t.edges
+    if len(ey) == 0:
+        return np.zeros(len(xs), np.float32)
+    hmax = rmap.shape[1] - t.values.shape[0]
+    wmax = rmap.shape[2] - t.values.shape[1]
+    yy = np.minimum(np.maximum(ys[None, :] + _NEAR[:, :1], 0), hmax)  # 9 x places
+    xx = np.minimum(np.maximum(xs[None, :] + _NEAR[:, 1:], 0), wmax)
+    met = rmap[eb, yy[..., None] + ey, xx[..., None] + ex_]  # 9 x places x points
+    return met.mean(-1).max(0)
+
+
+_NEAR = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+
+
+def places(c: np.ndarray, n: int = PLACES) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the n highest local maxima (5 x 5) of a correlation map."""
+    cv2 = _cv2()
+    peak = np.flatnonzero(c >= cv2.dilate(c, np.ones((5, 5), np.uint8)))
+    top = peak[np.argsort(-c.flat[peak], kind="stable")[:n]]
+    y, x = np.divmod(top, c.shape[1])
+    return x, y
 
 
 def correlation(grey: np.ndarray, t: Template) -> np.ndarray:
@@ -133,13 +225,49 @@ def grey_of(img: Image.Image, side: int) -> tuple[np.ndarray, float]:
     return np.asarray(g, np.float32) / 255.0, k
 
 
+class Photo:
+    """One decoded image as the search reads it, shared by every logo searched for in it (a
+    brand's several files, a bundle's several brands): its grey and colour at the coarse and
+    fine sides and the coarse search's reduced images with their edge orientations, each
+    computed once. One thread's: the worker makes one per image in the fetch thread."""
+
+    def __init__(self, img: Image.Image) -> None:
+        self.img = img
+        self._grey: dict[int, tuple[np.ndarray, float]] = {}
+        self._colour: dict[int, np.ndarray] = {}
+        self._reduced: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def grey(self, side: int) -> tuple[np.ndarray, float]:
+        if side not in self._grey:
+            self._grey[side] = grey_of(self.img, side)
+        return self._grey[side]
+
+    def colour(self, side: int) -> np.ndarray:
+        if side not in self._colour:
+            self._colour[side] = colour_of(self.img, side)
+        return self._colour[side]
+
+    def reduced(self, f: float) -> tuple[np.ndarray, np.ndarray]:
+        """The coarse image's grey reduced by f (1: as it is) and its `orientations`."""
+        if f not in self._reduced:
+            grey, rgb = self.grey(WORK_SIDE)[0], self.colour(WORK_SIDE)
+            if f < 1.0:
+                cv2 = _cv2()
+                wh = (max(1, round(grey.shape[1] * f)), max(1, round(grey.shape[0] * f)))
+                grey = cv2.resize(grey, wh, interpolation=cv2.INTER_AREA)
+                rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_AREA)
+            self._reduced[f] = (grey, orientations(rgb))
+        return self._reduced[f]
+
+
 @dataclass
 class Match:
-    score: float  # z-score against the calibration photos (raw correlation if uncalibrated)
-    correlation: float
+    score: float  # z-score against the calibration photos (raw sum if uncalibrated)
+    correlation: float  # |NCC| of the placement
     box: tuple[int, int, int, int]  # the mark, in the input image's pixels
     size: float
     angle: float
+    orientation: float = 0.0  # share of the silhouette's edges met in the photo
 
 
 @dataclass
@@ -147,8 +275,10 @@ class Exemplar:
     """One brand's logo, ready to be searched for; `calibrate` before scores compare."""
 
     mask: np.ndarray
-    null: dict[int, tuple[float, float]] = field(default_factory=dict)  # size index -> mean, sd
-    _seen: list[list[float | None]] = field(default_factory=list, repr=False)  # per feed image
+    # size index -> (mean, sd) of the feed's best placement score, and the spreads of its two
+    # measures (|NCC|, edge orientation) that weigh them in that score
+    null: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    _seen: list[list[np.ndarray | None]] = field(default_factory=list, repr=False)
     _coarse: list[list[Template]] | None = field(default=None, repr=False)
     _cap: list[Template] | None = field(default=None, repr=False)
     _fine: dict[tuple[float, float], Template] = field(default_factory=dict, repr=False)
@@ -171,87 +301,104 @@ class Exemplar:
             self._cap = [template(self.mask, COARSE_CAP, a) for a in ANGLES]
         return self._cap
 
-    def _coarse_search(self, grey: np.ndarray) -> tuple[list[float | None], list[tuple]]:
-        """Best correlation per size (None where no template fits), and the candidates
-        (corr, size index, template, x, y); a size above COARSE_CAP is matched on grey
-        reduced by COARSE_CAP / size, its place given in grey's pixels."""
-        cv2 = _cv2()
-        best: list[float | None] = []
+    def _coarse_search(self, photo: Photo) -> tuple[list[np.ndarray | None], list[tuple]]:
+        """Per size, the (|NCC|, orientation) of each template's PLACES best places (None
+        where no template fits), and the candidates (ncc, orientation, size index, template,
+        x, y); a size above COARSE_CAP is matched on the images reduced by COARSE_CAP / size,
+        its place given in grey's pixels."""
+        grey = photo.grey(WORK_SIDE)[0]
+        per_size: list[np.ndarray | None] = []
         cands = []
         for si, row in enumerate(self.coarse_templates()):
-            top = None
             f = min(1.0, COARSE_CAP / self.sizes[si])
-            g = grey if f == 1.0 else cv2.resize(
-                grey, (max(1, round(grey.shape[1] * f)), max(1, round(grey.shape[0] * f))),
-                interpolation=cv2.INTER_AREA)
+            g, rmap = photo.reduced(f)
+            pairs = []
             for t, m in zip(row, row if f == 1.0 else self._capped(), strict=True):
                 if t.values.shape[0] >= grey.shape[0] or t.values.shape[1] >= grey.shape[1]:
                     continue
                 if m.values.shape[0] >= g.shape[0] or m.values.shape[1] >= g.shape[1]:
                     continue
                 c = correlation(g, m)
-                i = int(c.argmax())
-                v = float(c.flat[i])
-                y, x = divmod(i, c.shape[1])
-                if f < 1.0:  # the capped template's centre, back in grey's pixels
-                    x = round((x + m.values.shape[1] / 2) / f - t.values.shape[1] / 2)
-                    y = round((y + m.values.shape[0] / 2) / f - t.values.shape[0] / 2)
-                    x = min(max(x, 0), grey.shape[1] - t.values.shape[1])
-                    y = min(max(y, 0), grey.shape[0] - t.values.shape[0])
-                cands.append((v, si, t, x, y))
-                top = v if top is None else max(top, v)
-            best.append(top)
-        return best, cands
+                xs, ys = places(c)
+                ori = orientation_at(rmap, m, xs, ys)
+                for v, o, x, y in zip(c[ys, xs].tolist(), ori.tolist(), xs.tolist(),
+                                      ys.tolist(), strict=True):
+                    pairs.append((v, o))
+                    if f < 1.0:  # the capped template's centre, back in grey's pixels
+                        x = round((x + m.values.shape[1] / 2) / f - t.values.shape[1] / 2)
+                        y = round((y + m.values.shape[0] / 2) / f - t.values.shape[0] / 2)
+                        x = min(max(x, 0), grey.shape[1] - t.values.shape[1])
+                        y = min(max(y, 0), grey.shape[0] - t.values.shape[0])
+                    cands.append((v, o, si, t, x, y))
+            per_size.append(np.array(pairs, np.float32) if pairs else None)
+        return per_size, cands
 
-    def _z(self, si: int, v: float) -> float:
+    def _value(self, si: int, ncc: float | np.ndarray, ori: float | np.ndarray) -> Any:
+        """The two measures in units of their feed spreads, added (plain sum uncalibrated)."""
+        if si not in self.null:
+            return ncc + ori
+        _, _, sd_n, sd_o = self.null[si]
+        return ncc / sd_n + ori / sd_o
+
+    def _z(self, si: int, ncc: float, ori: float) -> float:
+        v = float(self._value(si, ncc, ori))
         if si not in self.null:
             return v
-        mean, sd = self.null[si]
+        mean, sd, _, _ = self.null[si]
         return (v - mean) / sd
 
-    def calibrate(self, images: list[Image.Image]) -> None:
-        """Per size, the mean and spread of the best correlation over images (the feed)."""
+    def calibrate(self, images: list[Image.Image | Photo]) -> None:
+        """Per size, the spreads of the two measures' best over images (the feed), then the
+        mean and spread of the best placement's score."""
         self._seen = []
         self.calibrate_more(images)
 
-    def calibrate_more(self, images: list[Image.Image]) -> None:
+    def calibrate_more(self, images: list[Image.Image | Photo]) -> None:
         """`calibrate` over images added to those already seen (a feed read in pieces)."""
         for img in images:
-            self._seen.append(self._coarse_search(grey_of(img, WORK_SIDE)[0])[0])
+            self._seen.append(self._coarse_search(img if isinstance(img, Photo) else
+                                                  Photo(img))[0])
         self.null = {}
         for si in range(len(self.sizes)):
-            v = [row[si] for row in self._seen if row[si] is not None]
-            if len(v) >= 2:
-                self.null[si] = (float(np.mean(v)), max(float(np.std(v)), 1e-3))
+            rows = [row[si] for row in self._seen if row[si] is not None]
+            if len(rows) < 2:
+                continue
+            sd_n = max(float(np.std([r[:, 0].max() for r in rows])), 1e-3)
+            sd_o = max(float(np.std([r[:, 1].max() for r in rows])), 1e-3)
+            best = [float((r[:, 0] / sd_n + r[:, 1] / sd_o).max()) for r in rows]
+            self.null[si] = (float(np.mean(best)), max(float(np.std(best)), 1e-3), sd_n, sd_o)
 
     @property
     def feed_scores(self) -> list[float]:
         """Each calibration image's score (its best z over sizes), for a threshold."""
-        return [max(self._z(si, v) for si, v in enumerate(row) if v is not None)
-                for row in self._seen if any(v is not None for v in row)]
+        return [max(max(self._z(si, float(n), float(o)) for n, o in r)
+                    for si, r in enumerate(row) if r is not None)
+                for row in self._seen if any(r is not None for r in row)]
 
-    def search(self, img: Image.Image) -> Match | None:
+    def search(self, img: Image.Image | Photo) -> Match | None:
         """The best placement of the logo in img, refined; None when img is too small."""
-        grey, k = grey_of(img, WORK_SIDE)
-        _, cands = self._coarse_search(grey)
+        photo = img if isinstance(img, Photo) else Photo(img)
+        k = photo.grey(WORK_SIDE)[1]
+        _, cands = self._coarse_search(photo)
         if not cands:
             return None
-        cands.sort(key=lambda c: -self._z(c[1], c[0]))
+        cands.sort(key=lambda c: -self._z(c[2], c[0], c[1]))
         picked: list[tuple] = []
         for c in cands:  # distinct places: centres at least half a mark apart
-            th, tw = c[2].values.shape
-            cx, cy = c[3] + tw / 2, c[4] + th / 2
-            if all(abs(cx - (o[3] + o[2].values.shape[1] / 2)) > tw / 2 or
-                   abs(cy - (o[4] + o[2].values.shape[0] / 2)) > th / 2 for o in picked):
+            th, tw = c[3].values.shape
+            cx, cy = c[4] + tw / 2, c[5] + th / 2
+            if all(abs(cx - (o[4] + o[3].values.shape[1] / 2)) > tw / 2 or
+                   abs(cy - (o[5] + o[3].values.shape[0] / 2)) > th / 2 for o in picked):
                 picked.append(c)
             if len(picked) == CANDIDATES:
                 break
-        fine, kf = grey_of(img, FINE_SIDE)
+        fine, kf = photo.grey(FINE_SIDE)
+        fine_rgb = photo.colour(FINE_SIDE)
         best: Match | None = None
-        for v, si, t, x, y in picked:
-            m = self._refine(fine, kf / k, t, x, y) or Match(
-                v, v, tuple(round(c * kf / k) for c in _box(x, y, t)), t.size, t.angle)
-            m.score = self._z(si, m.correlation)
+        for v, o, si, t, x, y in picked:
+            m = self._refine(fine, fine_rgb, kf / k, si, t, x, y) or Match(
+                v, v, tuple(round(c * kf / k) for c in _box(x, y, t)), t.size, t.angle, o)
+            m.score = self._z(si, m.correlation, m.orientation)
             m.box = tuple(round(c / kf) for c in m.box)  # type: ignore[assignment]
             if best is None or m.score > best.score:
                 best = m
@@ -266,7 +413,8 @@ class Exemplar:
             f = self._fine[(size, angle)] = template(self.mask, size, angle)
         return f
 
-    def _refine(self, fine: np.ndarray, r: float, t: Template, x: int, y: int) -> Match | None:
+    def _refine(self, fine: np.ndarray, fine_rgb: np.ndarray, r: float, si: int, t: Template,
+                x: int, y: int) -> Match | None:
         """The best size and angle near t's at (x, y), on fine (r times the coarse image's
         scale), the crop reduced so that the mark is at most FINE_CAP px; its box in fine's
         pixels. The size is searched first, then the angle at that size (9 templates, not the
@@ -278,29 +426,35 @@ class Exemplar:
         x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
         x1, y1 = int(min(fine.shape[1], cx + half)), int(min(fine.shape[0], cy + half))
         crop = np.ascontiguousarray(fine[y0:y1, x0:x1])
+        crop_rgb = np.ascontiguousarray(fine_rgb[y0:y1, x0:x1])
         g = min(1.0, FINE_CAP / (t.size * r))
         if g < 1.0:
-            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * g)),
-                                     max(1, round(crop.shape[0] * g))),
-                              interpolation=cv2.INTER_AREA)
+            wh = (max(1, round(crop.shape[1] * g)), max(1, round(crop.shape[0] * g)))
+            crop = cv2.resize(crop, wh, interpolation=cv2.INTER_AREA)
+            crop_rgb = cv2.resize(crop_rgb, wh, interpolation=cv2.INTER_AREA)
+        rmap = orientations(crop_rgb)
         best: Match | None = None
+        best_value = -np.inf
         best_scale = 1.0
 
         def one(ds: float, da: float) -> None:
-            nonlocal best, best_scale
+            nonlocal best, best_value, best_scale
             f = self._fine_template(t.size * r * g * ds, t.angle + da)
             if f.values.shape[0] >= crop.shape[0] or f.values.shape[1] >= crop.shape[1]:
                 return
             c = correlation(crop, f)
-            i = int(c.argmax())
-            v = float(c.flat[i])
-            if best is None or v > best.correlation:
-                yy, xx = divmod(i, c.shape[1])
+            xs, ys = places(c)
+            ori = orientation_at(rmap, f, xs, ys)
+            vals = self._value(si, c[ys, xs], ori)
+            j = int(np.argmax(vals))
+            if vals[j] > best_value:
+                xx, yy = int(xs[j]), int(ys[j])
                 bx0, by0, bx1, by1 = _box(xx, yy, f)
-                best = Match(v, v, (x0 + round(bx0 / g), y0 + round(by0 / g),
-                                    x0 + round(bx1 / g), y0 + round(by1 / g)),
-                             f.size / g, f.angle)
-                best_scale = ds
+                best = Match(float(c[yy, xx]), float(c[yy, xx]),
+                             (x0 + round(bx0 / g), y0 + round(by0 / g),
+                              x0 + round(bx1 / g), y0 + round(by1 / g)),
+                             f.size / g, f.angle, float(ori[j]))
+                best_value, best_scale = float(vals[j]), ds
 
         for ds in FINE_SCALES:  # the size at the coarse angle, then the angle at that size
             one(ds, 0.0)
@@ -329,15 +483,17 @@ class BrandLogo:
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)  # provenance: logo digests, feed size
 
-    def find(self, img: Image.Image, full: tuple[int, int] | None = None,
+    def find(self, img: Image.Image | Photo, full: tuple[int, int] | None = None,
              ) -> tuple[float, tuple[int, int, int, int] | None]:
         """(detection score, the mark's box) for img; the box in `full`'s pixels when given
         (the image's size before it was decoded smaller), else in img's."""
-        found = [m for m in (e.search(img) for e in self.exemplars) if m is not None]
+        photo = img if isinstance(img, Photo) else Photo(img)
+        found = [m for m in (e.search(photo) for e in self.exemplars) if m is not None]
         if not found:
             return detection_score(float("-inf"), self.threshold), None
         best = max(found, key=lambda m: m.score)
-        sx, sy = (1.0, 1.0) if full is None else (full[0] / img.width, full[1] / img.height)
+        w, h = photo.img.size
+        sx, sy = (1.0, 1.0) if full is None else (full[0] / w, full[1] / h)
         x0, y0, x1, y1 = best.box
         box = (round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy))
         return detection_score(best.score, self.threshold), box
@@ -351,11 +507,13 @@ class BrandLogo:
         wrap = progress or (lambda it, **_: it)
         exemplars = [Exemplar(silhouette(logo)) for logo in logos]
         for img in wrap(feed, desc="calibrate", unit="img"):
+            photo = Photo(img)
             for e in exemplars:
-                e.calibrate_more([img])
+                e.calibrate_more([photo])
         zs = []
         for img in wrap(feed, desc="threshold", unit="img"):
-            found = [m.score for m in (e.search(img) for e in exemplars) if m is not None]
+            photo = Photo(img)
+            found = [m.score for m in (e.search(photo) for e in exemplars) if m is not None]
             if found:
                 zs.append(max(found))
         if len(zs) < 2:
@@ -372,6 +530,7 @@ class BrandLogo:
     @classmethod
     def from_doc(cls, doc: dict[str, Any], masks: list[np.ndarray]) -> BrandLogo:
         exemplars = [Exemplar(np.asarray(m, np.float32),
-                              {int(r[0]): (float(r[1]), float(r[2])) for r in null})
+                              {int(r[0]): (float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+                               for r in null})
                      for m, null in zip(masks, doc["null"], strict=True)]
         return cls(exemplars, float(doc["threshold"]), dict(doc.get("info", {})))

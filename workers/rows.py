@@ -31,11 +31,12 @@ def logo_scores(logos: dict[str, Any], data: bytes, max_pixels: int,
     onboarding backfill both call this, on the bytes as fetched."""
     if not logos:
         return {}
-    from detector.exemplar import FINE_SIDE
+    from detector.exemplar import FINE_SIDE, Photo
     from detector.preprocess import decode_for
 
     img, full = decode_for(data, FINE_SIDE, max_pixels=max_pixels)
-    return {brand: logo.find(img, full) for brand, logo in logos.items()}
+    photo = Photo(img)  # what every brand's search reads, computed once
+    return {brand: logo.find(photo, full) for brand, logo in logos.items()}
 
 
 def best_views(brands: list[str], scores: np.ndarray,

@@ -93,6 +93,38 @@ def test_either_polarity_matches_alike(bolt: X.Exemplar, colour: tuple[int, ...]
     assert m is not None and iou(m.box, (150, 100, 250, 200)) >= 0.6 and m.correlation > 0.85
 
 
+def test_a_mark_the_same_grey_as_its_surround_has_its_edges_met_in_colour() -> None:
+    import cv2
+
+    mask = X.silhouette(_logo())
+    t = X.template(mask, 60, 0.0)
+    small = cv2.resize(mask, (round(mask.shape[1] * 60 / 181), 60), interpolation=cv2.INTER_AREA)
+    rgb = np.empty((200, 200, 3), np.float32)
+    rgb[:] = np.array((230, 120, 40)) / 255  # orange, grey (ITU-R 601) 143.8
+    pad = int(60 * X.PAD) + 2  # the template's ring: its top-left lies pad px before the ink
+    ink = rgb[70:70 + small.shape[0], 70:70 + small.shape[1]]
+    ink[small > 0.5] = np.array((30, 200, 160)) / 255  # teal, grey 144.6
+    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    at = np.array([70 - pad]), np.array([70 - pad])
+    assert X.correlation(grey, t)[at[1][0], at[0][0]] < 0.1  # grey cannot see it
+    assert X.orientation_at(X.orientations(rgb), t, *at)[0] > 0.8  # its colour edges are there
+    assert X.orientation_at(X.orientations(rgb), t, np.array([0]), np.array([0]))[0] < 0.3
+
+
+def test_orientation_maps_spread_an_edge_to_its_neighbours_and_ignore_flat_colour() -> None:
+    rgb = np.zeros((40, 40, 3), np.float32)
+    rgb[:, :20] = (0.9, 0.1, 0.1)
+    rgb[:, 20:] = (0.1, 0.1, 0.9)  # a vertical edge between x = 19 and 20: gradient along x
+    r = X.orientations(rgb)
+    assert r.shape == (X.ORIENT_BINS, 40, 40)
+    near = np.cos(np.pi / X.ORIENT_BINS) ** 2
+    for x in (18, 19, 20, 21):  # the edge and the spread around it
+        assert r[0, 20, x] == 1 and r[1, 20, x] == pytest.approx(near)
+        assert r[X.ORIENT_BINS - 1, 20, x] == pytest.approx(near)
+        assert r[2:X.ORIENT_BINS - 1, 20, x].max() == 0
+    assert r[:, 20, :16].max() == 0 and r[:, 20, 24:].max() == 0  # flat colour: no edge
+
+
 def test_a_rotated_mark_is_found_with_its_angle() -> None:
     ex = X.Exemplar(X.silhouette(_logo("triangle")))
     ex.calibrate([_photo(s) for s in range(10, 18)])
@@ -104,7 +136,7 @@ def test_a_rotated_mark_is_found_with_its_angle() -> None:
 
 def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exemplar) -> None:
     ex = bolt
-    assert ex.null and all(sd > 0 for _, sd in ex.null.values())
+    assert ex.null and all(min(v[1:]) > 0 for v in ex.null.values())
     assert len(ex.feed_scores) == 12
     box = (150, 90, 270, 210)
     with_mark = [ex.search(_paste(p, _logo(), box, _seen(p, box))).score
@@ -149,6 +181,18 @@ def test_a_brand_logo_is_present_above_its_feed_threshold_with_its_box_in_full_p
     assert full_box is not None and iou(full_box, (300, 200, 380, 280)) >= 0.5
     assert brand_logo.find(_photo(30))[0] < 0.5 < half
     assert X.detection_score(brand_logo.threshold, brand_logo.threshold) == 0.5
+
+
+def test_brands_searched_in_one_shared_photo_score_as_if_searched_alone(
+    brand_logo: X.BrandLogo,
+) -> None:
+    triangle, _ = X.BrandLogo.calibrated([_logo("triangle")], [_photo(s) for s in range(10, 14)])
+    img = _with_mark()
+    photo = X.Photo(img)
+    assert brand_logo.find(photo) == brand_logo.find(img)
+    assert triangle.find(photo) == triangle.find(img)  # the second brand reads the cache
+    sizes = brand_logo.exemplars[0].sizes
+    assert set(photo._reduced) == {min(1.0, X.COARSE_CAP / s) for s in sizes}
 
 
 def _heads_bundle(path: Path, brands: list[str]) -> Path:
