@@ -67,6 +67,8 @@ ORIENT_BINS = 8  # edge orientations, over 180 degrees (either polarity alike)
 ORIENT_SPREAD = 3  # px: an edge of the photo counts within this neighbourhood of the mark's
 EDGE_FLOOR = 0.24  # Sobel magnitude (0..1 colour) below which a photo pixel has no edge
 EDGE_POINTS = 96  # of the silhouette's edges, sampled for the orientation score
+ORIENT_WEIGHT = 1.0  # of the orientation share against the correlation, both in spread units:
+# 3 ranks better but lost precision at the feed threshold (docs/detector.md)
 FINE_TEMPLATES_KEPT = 1024  # refinement templates kept per logo file (up to ~30 MB)
 
 
@@ -338,7 +340,7 @@ class Exemplar:
         if si not in self.null:
             return ncc + ori
         _, _, sd_n, sd_o = self.null[si]
-        return ncc / sd_n + ori / sd_o
+        return ncc / sd_n + ORIENT_WEIGHT * ori / sd_o
 
     def _z(self, si: int, ncc: float, ori: float) -> float:
         v = float(self._value(si, ncc, ori))
@@ -365,7 +367,7 @@ class Exemplar:
                 continue
             sd_n = max(float(np.std([r[:, 0].max() for r in rows])), 1e-3)
             sd_o = max(float(np.std([r[:, 1].max() for r in rows])), 1e-3)
-            best = [float((r[:, 0] / sd_n + r[:, 1] / sd_o).max()) for r in rows]
+            best = [float((r[:, 0] / sd_n + ORIENT_WEIGHT * r[:, 1] / sd_o).max()) for r in rows]
             self.null[si] = (float(np.mean(best)), max(float(np.std(best)), 1e-3), sd_n, sd_o)
 
     @property
