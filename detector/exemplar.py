@@ -70,6 +70,10 @@ EDGE_POINTS = 96  # of the silhouette's edges, sampled for the orientation score
 ORIENT_WEIGHT = 1.0  # of the orientation share against the correlation, both in spread units:
 # 3 ranks better but lost precision at the feed threshold (docs/detector.md)
 FINE_TEMPLATES_KEPT = 1024  # refinement templates kept per logo file (up to ~30 MB)
+# Feed images a size needs before it is scored at all: a spread taken over two photos made one
+# small feed photo's large-size match 12 "standard deviations" out (an uncalibrated size has
+# no scale to compare with the others, so a calibrated exemplar does not search it).
+MIN_CALIBRATION = 10
 
 
 def _cv2() -> Any:
@@ -363,7 +367,7 @@ class Exemplar:
         self.null = {}
         for si in range(len(self.sizes)):
             rows = [row[si] for row in self._seen if row[si] is not None]
-            if len(rows) < 2:
+            if len(rows) < MIN_CALIBRATION:
                 continue
             sd_n = max(float(np.std([r[:, 0].max() for r in rows])), 1e-3)
             sd_o = max(float(np.std([r[:, 1].max() for r in rows])), 1e-3)
@@ -374,14 +378,17 @@ class Exemplar:
     def feed_scores(self) -> list[float]:
         """Each calibration image's score (its best z over sizes), for a threshold."""
         return [max(max(self._z(si, float(n), float(o)) for n, o in r)
-                    for si, r in enumerate(row) if r is not None)
-                for row in self._seen if any(r is not None for r in row)]
+                    for si, r in enumerate(row) if r is not None and si in self.null)
+                for row in self._seen
+                if any(r is not None and si in self.null for si, r in enumerate(row))]
 
     def search(self, img: Image.Image | Photo) -> Match | None:
         """The best placement of the logo in img, refined; None when img is too small."""
         photo = img if isinstance(img, Photo) else Photo(img)
         k = photo.grey(WORK_SIDE)[1]
         _, cands = self._coarse_search(photo)
+        if self.null:  # calibrated: only the sizes whose scores mean the same
+            cands = [c for c in cands if c[2] in self.null]
         if not cands:
             return None
         cands.sort(key=lambda c: -self._z(c[2], c[0], c[1]))

@@ -127,7 +127,7 @@ def test_orientation_maps_spread_an_edge_to_its_neighbours_and_ignore_flat_colou
 
 def test_a_rotated_mark_is_found_with_its_angle() -> None:
     ex = X.Exemplar(X.silhouette(_logo("triangle")))
-    ex.calibrate([_photo(s) for s in range(10, 18)])
+    ex.calibrate([_photo(s) for s in range(10, 10 + X.MIN_CALIBRATION)])
     m = ex.search(_paste(_photo(2), _logo("triangle"), (200, 100, 360, 260), (250, 250, 250),
                          angle=22))
     assert m is not None and m.correlation > 0.75 and m.score > 4
@@ -145,6 +145,17 @@ def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exem
              for p in map(_photo, range(20, 26))]
     assert np.mean(with_mark) > np.mean(other) + 1  # another brand's mark scores lower
     assert np.median(with_mark) > max(ex.feed_scores)
+
+
+def test_a_size_seen_in_too_few_feed_photos_is_not_scored() -> None:
+    # a feed of small photos and two large ones: the large sizes fit the two large ones only,
+    # and a spread taken over two photos put a plain photo 80-250 "standard deviations" out
+    ex = X.Exemplar(X.silhouette(_logo()))
+    ex.calibrate([_photo(s, (200, 150)) for s in range(10, 22)] + [_photo(s) for s in (22, 23)])
+    assert 0 < len(ex.null) < len(ex.sizes)
+    for p in map(_photo, (30, 31, 32)):  # large photos, no mark
+        m = ex.search(p)
+        assert m is not None and m.score < 6
 
 
 def test_an_image_smaller_than_every_template_gives_none() -> None:
