@@ -25,7 +25,15 @@ separates a mark from a similar one. A large mark is matched on the photo reduce
 mark is COARSE_CAP px (coarse) or FINE_CAP px (refinement): what a correlation costs is the
 photo's area, and a mark of that size keeps its shape.
 
-The search gives the mark's box with its score: where a detection is, at the mark's size.
+Each refined placement is then aligned: the silhouette is warped onto the photo by the
+homography that maximises their correlation (OpenCV's ECC, from the placement the search
+found, each corner allowed to move ALIGN_SHIFT of the mark), and the correlation and the
+edge-orientation share are measured again through it. A mark printed in perspective, on a
+curved surface or squashed by the camera matches its own shape only once warped; a chance
+structure gains less from the warp than a mark does.
+
+The search gives the mark's box with its score: where a detection is, at the mark's size
+(after alignment, the box of the warped silhouette's ink).
 
 `BrandLogo` is what a bundle keeps for a brand matched this way (`brands add --logo`): its
 logo files' silhouettes, their calibration and the brand's threshold on the z-score, which is
@@ -43,7 +51,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc-orient/4"
+METHOD = "silhouette-ncc-orient-aligned/6"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -67,8 +75,11 @@ ORIENT_BINS = 8  # edge orientations, over 180 degrees (either polarity alike)
 ORIENT_SPREAD = 3  # px: an edge of the photo counts within this neighbourhood of the mark's
 EDGE_FLOOR = 0.24  # Sobel magnitude (0..1 colour) below which a photo pixel has no edge
 EDGE_POINTS = 96  # of the silhouette's edges, sampled for the orientation score
-ORIENT_WEIGHT = 1.0  # of the orientation share against the correlation, both in spread units:
-# 3 ranks better but lost precision at the feed threshold (docs/detector.md)
+ORIENT_WEIGHT = 3.0  # of the orientation share against the correlation, both in spread units
+# (chosen on the tuning seeds' training side, docs/detector.md)
+ALIGN_SIDE = 64  # px of the mark when a refined placement is aligned by a homography (ECC)
+ALIGN_ITERATIONS = 50
+ALIGN_SHIFT = 0.25  # largest move of a template corner in the alignment, share of its side
 FINE_TEMPLATES_KEPT = 1024  # refinement templates kept per logo file (up to ~30 MB)
 # Feed images a size needs before it is scored at all: a spread taken over two photos made one
 # small feed photo's large-size match 12 "standard deviations" out (an uncalibrated size has
@@ -405,13 +416,67 @@ class Exemplar:
         fine_rgb = photo.colour(FINE_SIDE)
         best: Match | None = None
         for v, o, si, t, x, y in picked:
-            m = self._refine(fine, fine_rgb, kf / k, si, t, x, y) or Match(
-                v, v, tuple(round(c * kf / k) for c in _box(x, y, t)), t.size, t.angle, o)
+            m = self._refine(fine, fine_rgb, kf / k, si, t, x, y)
+            if m is None:
+                m = Match(v, v, tuple(round(c * kf / k) for c in _box(x, y, t)), t.size,
+                          t.angle, o)
+            else:
+                m = self._align(fine, fine_rgb, m)
             m.score = self._z(si, m.correlation, m.orientation)
             m.box = tuple(round(c / kf) for c in m.box)  # type: ignore[assignment]
             if best is None or m.score > best.score:
                 best = m
         return best
+
+    def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
+        """m with its correlation and box after aligning the silhouette to fine by a
+        homography (OpenCV's ECC, which maximises the correlation itself): a mark printed in
+        perspective or on a curved surface matches its own shape only once warped. m as it is
+        where the alignment fails or moves a corner more than ALIGN_SHIFT of the mark."""
+        cv2 = _cv2()
+        t = self._fine_template(ALIGN_SIDE, round(m.angle, 1))
+        th, tw = t.values.shape
+        q = ALIGN_SIDE / m.size  # fine px -> alignment px
+        cx, cy = (m.box[0] + m.box[2]) / 2, (m.box[1] + m.box[3]) / 2
+        half = 0.75 * max(th, tw) / q
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(fine.shape[1], cx + half)), int(min(fine.shape[0], cy + half))
+        wh = (round((x1 - x0) * q), round((y1 - y0) * q))
+        if wh[0] < tw or wh[1] < th:
+            return m
+        how = cv2.INTER_AREA if q < 1 else cv2.INTER_LINEAR
+        g = cv2.resize(np.ascontiguousarray(fine[y0:y1, x0:x1]), wh, interpolation=how)
+        ix, iy = (t.ink[0] + t.ink[2]) / 2, (t.ink[1] + t.ink[3]) / 2
+        w0 = np.array([[1, 0, (cx - x0) * q - ix], [0, 1, (cy - y0) * q - iy], [0, 0, 1]],
+                      np.float32)
+        sign = 1.0 if _warped_ncc(g, w0, t) >= 0 else -1.0  # ECC wants the mark's polarity
+        try:
+            _, w = cv2.findTransformECC(
+                (sign * t.values).astype(np.float32), g, w0.copy(), cv2.MOTION_HOMOGRAPHY,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ALIGN_ITERATIONS, 1e-4),
+                None, 3)
+        except cv2.error:  # did not converge: the placement stays as the search found it
+            return m
+        corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], np.float32)[:, None]
+        moved = cv2.perspectiveTransform(corners, w) - cv2.perspectiveTransform(corners, w0)
+        if not np.isfinite(moved).all() or np.abs(moved).max() > ALIGN_SHIFT * max(th, tw):
+            return m
+        ink = np.array([[t.ink[0], t.ink[1]], [t.ink[2], t.ink[1]], [t.ink[2], t.ink[3]],
+                        [t.ink[0], t.ink[3]]], np.float32)[:, None]
+        p = cv2.perspectiveTransform(ink, w)[:, 0] / q + (x0, y0)
+        box = (round(float(p[:, 0].min())), round(float(p[:, 1].min())),
+               round(float(p[:, 0].max())), round(float(p[:, 1].max())))
+        rmap = orientations(cv2.resize(np.ascontiguousarray(fine_rgb[y0:y1, x0:x1]), wh,
+                                       interpolation=how))
+        ey, ex_, eb = t.edges
+        ori = m.orientation
+        if len(ey):
+            pts = cv2.perspectiveTransform(
+                np.stack([ex_, ey], -1).astype(np.float32)[:, None], w)[:, 0]
+            px = np.clip(np.round(pts[:, 0]).astype(int), 0, wh[0] - 1)
+            py = np.clip(np.round(pts[:, 1]).astype(int), 0, wh[1] - 1)
+            ori = float(rmap[eb, py, px].mean())
+        return Match(m.score, abs(_warped_ncc(g, w, t)), box, m.size, m.angle, ori)
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""
@@ -473,8 +538,24 @@ class Exemplar:
         return best
 
 
+def _warped_ncc(g: np.ndarray, w: np.ndarray, t: Template) -> float:
+    """The normalised cross-correlation of t with g sampled through the homography w (t's
+    pixels to g's), the patch's contrast floored as in `correlation`."""
+    cv2 = _cv2()
+    th, tw = t.values.shape
+    patch = cv2.warpPerspective(g, w, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    patch = patch - patch.mean()
+    sd = max(float(np.sqrt((patch * patch).mean())), CONTRAST_FLOOR)
+    return float((patch * t.values).sum() / (t.norm * sd * np.sqrt(patch.size)))
+
+
 def _box(x: int, y: int, t: Template) -> tuple[int, int, int, int]:
     return (x + t.ink[0], y + t.ink[1], x + t.ink[2], y + t.ink[3])
+
+
+def threshold_of(feed_scores: list[float]) -> float:
+    """A brand's threshold on the z-score from its feed's refined scores (no label)."""
+    return float(np.quantile(feed_scores, THRESHOLD_QUANTILE))
 
 
 def detection_score(z: float, threshold: float) -> float:
@@ -527,7 +608,7 @@ class BrandLogo:
                 zs.append(max(found))
         if len(zs) < 2:
             raise ValueError("too few feed images large enough to calibrate on")
-        return cls(exemplars, float(np.quantile(zs, THRESHOLD_QUANTILE))), zs
+        return cls(exemplars, threshold_of(zs)), zs
 
     def to_doc(self) -> tuple[dict[str, Any], list[np.ndarray]]:
         """(JSON-ready metadata, silhouettes) for a bundle."""

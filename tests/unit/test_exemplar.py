@@ -134,6 +134,30 @@ def test_a_rotated_mark_is_found_with_its_angle() -> None:
     assert abs(m.angle - 22) <= 8 and m.box[0] >= 190 and m.box[1] >= 70
 
 
+def test_a_mark_in_perspective_is_aligned_by_a_homography(
+    bolt: X.Exemplar, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cv2
+
+    a = np.asarray(_logo().getchannel("A").resize((150, 150)), np.float32)
+    src = np.float32([[0, 0], [150, 0], [150, 150], [0, 150]])
+    dst = np.float32([[20, 0], [130, 0], [150, 150], [0, 150]])  # seen from below, tilted back
+    warped = cv2.warpPerspective(a, cv2.getPerspectiveTransform(src, dst), (150, 150))
+    alpha = Image.fromarray(warped.astype(np.uint8))
+    photo = _photo(4)
+    at = (250, 150)
+    img = photo.copy()
+    img.paste(Image.new("RGB", alpha.size, _seen(photo, (250, 150, 400, 300))), at, alpha)
+    ys, xs = np.nonzero(warped > 25)
+    truth = (at[0] + xs.min(), at[1] + ys.min(), at[0] + xs.max() + 1, at[1] + ys.max() + 1)
+    aligned = bolt.search(img)
+    monkeypatch.setattr(X, "ALIGN_SHIFT", 0.0)  # every alignment refused: the search as before
+    plain = bolt.search(img)
+    assert aligned is not None and plain is not None
+    assert aligned.correlation > plain.correlation + 0.05 and aligned.score > plain.score
+    assert iou(aligned.box, truth) >= 0.85
+
+
 def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exemplar) -> None:
     ex = bolt
     assert ex.null and all(min(v[1:]) > 0 for v in ex.null.values())
