@@ -20,6 +20,14 @@ photo group, no distractor brand and no random stream.
 Reported per brand and as the mean: AP, precision and recall at the bundle's threshold,
 precision at recall >= 0.8, small-mark AP (small positives against every negative) and
 recall, and for true positives the share whose region overlaps the true mark at IoU >= 0.5.
+A brand that nothing was called present for has no precision (it is left out of the mean,
+not counted as 0); the pooled precision counts every brand's calls together.
+
+`--tuning` runs protocol (c) on the training side alone, for choosing the matcher's constants
+where no test photo is read (seeds 10 and 11 are the tuning seeds: no run reports them as
+test numbers):
+
+    PYTHONPATH=. python -m bench.real_logos --tuning --seeds 10,11 --out tuning.json
 """
 
 from __future__ import annotations
@@ -162,7 +170,10 @@ def measures(y: np.ndarray, s: np.ndarray, small: np.ndarray, thr: float,
     from detector.metrics import at_threshold, average_precision, precision_at_recall
 
     sub = small | ~y
-    return {"average_precision": average_precision(y, s), **at_threshold(y, s, thr),
+    at = at_threshold(y, s, thr)
+    if at["tp"] + at["fp"] == 0:  # nothing called present: precision is undefined, not 0
+        at["precision"] = None
+    return {"average_precision": average_precision(y, s), **at,
             "precision_at_recall_0.8": precision_at_recall(y, s, 0.8),
             "small_ap": average_precision(y[sub], s[sub]),
             "small_recall": at_threshold(y[sub], s[sub], thr)["recall"],
@@ -198,6 +209,10 @@ def _rgb(path: Path) -> Any:
         return im.convert("RGB")
 
 
+def _threshold_feed(feed: list[Path]) -> list[Path]:
+    return feed[::max(1, len(feed) // THRESHOLD_IMAGES)]
+
+
 def _search_all(job: tuple[Path, list[Path], list[Path]]) -> tuple[list[float], list[Any]]:
     """(c) for one brand: calibrate on the feed, then search every test image (a process)."""
     from detector.exemplar import Exemplar, silhouette
@@ -208,8 +223,7 @@ def _search_all(job: tuple[Path, list[Path], list[Path]]) -> tuple[list[float], 
     for i in range(0, len(feed), 100):  # calibrate in pieces: a feed need not fit in memory
         ex.calibrate_more([_rgb(p) for p in feed[i:i + 100]])
     # the threshold comes from the same search the test images get (refined), over a part
-    feed_scores = [m.score for p in feed[::max(1, len(feed) // THRESHOLD_IMAGES)]
-                   if (m := ex.search(_rgb(p))) is not None]
+    feed_scores = [m.score for p in _threshold_feed(feed) if (m := ex.search(_rgb(p))) is not None]
     out = []
     for path in test:
         m = ex.search(_rgb(path))
@@ -217,26 +231,23 @@ def _search_all(job: tuple[Path, list[Path], list[Path]]) -> tuple[list[float], 
     return feed_scores, out
 
 
-def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test_dir: Path,
-                      workers: int) -> dict[str, Any]:
-    """(c) logo file alone, no training: `detector.exemplar` calibrated on the training side
-    as an unlabelled feed (the brand is in 8 % of it), its threshold the feed's 99th
-    percentile; scored on the test side with the matcher's own box."""
+def exemplar_protocol(work: Path, targets: list[rl.Brand], feed: list[Path], eval_dir: Path,
+                      rows: list[Any], workers: int, raw: bool = False) -> dict[str, Any]:
+    """(c) logo file alone, no training: `detector.exemplar` calibrated on feed (an unlabelled
+    feed the brand is in some of), its threshold the product's rule over the feed's scores;
+    scored on rows (of eval_dir) with the matcher's own box. With raw, each brand's scores
+    (feed and evaluated, with their labels) are kept for choosing a rule offline."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from detector.exemplar import THRESHOLD_QUANTILE
-    from detector.synth import read_manifest
+    from detector.exemplar import threshold_of
 
-    rows = read_manifest(test_dir)
-    feed = sorted(train_dir.rglob("*.jpg"))
-    feed = [feed[i] for i in np.random.default_rng(0).permutation(len(feed))[:CALIBRATION_IMAGES]]
-    jobs = [(rl.logo_file(x, work / f"{x.slug}.png"), feed, [test_dir / r.file for r in rows])
+    jobs = [(rl.logo_file(x, work / f"{x.slug}.png"), feed, [eval_dir / r.file for r in rows])
             for x in targets]
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(_search_all, jobs))
     res = {}
     for x, (feed_scores, found) in zip(targets, results, strict=True):
-        thr = float(np.quantile(feed_scores, THRESHOLD_QUANTILE))  # the product's rule
+        thr = threshold_of(feed_scores)  # the product's rule
         y = np.array([x.slug in r.brands for r in rows])
         s = np.array([-np.inf if f is None else f[0] for f in found])
         small = np.array([r.small for r in rows]) & y
@@ -244,12 +255,53 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], train_dir: Path, test
                                                                        strict=True)
                 if yy and ss >= thr and f is not None and r.boxes]
         res[x.slug] = {**measures(y, s, small, thr, hits), "threshold": thr}
+        if raw:
+            in_feed = [p.parent.name == x.slug for p in _threshold_feed(feed)]
+            res[x.slug]["raw"] = {"feed": feed_scores, "feed_brand": in_feed,
+                                  "scores": s.tolist(), "labels": y.tolist(),
+                                  "small": small.tolist()}
+    return res
+
+
+def _feed(train_dir: Path) -> list[Path]:
+    feed = sorted(train_dir.rglob("*.jpg"))
+    return [feed[i] for i in np.random.default_rng(0).permutation(len(feed))[:CALIBRATION_IMAGES]]
+
+
+def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
+                all_brands: list[rl.Brand]) -> dict[str, Any]:
+    """Protocol (c) on a training side alone, for choosing the matcher's constants and its
+    threshold rule where no test photo is read: use seeds no benchmark run tests (10, 11).
+    The side's photos are halved: one half is the feed (the brand in 8 % of it, as in (c)),
+    the other is scored (25 photos a brand against 275)."""
+    from detector.synth import read_manifest
+
+    work = Path(args.work) / f"seed{seed}"
+    targets = pick_brands(all_brands, seed)
+    slugs = {b.slug for b in targets}
+    others = [b for b in all_brands if b.slug not in slugs and
+              rl.distractor_side(b.slug) == "train"]
+    say(f"[real-logos] tuning seed {seed}: brands {', '.join(b.title for b in targets)}")
+    t = time.time()
+    n = args.scale
+    train_dir = build_side(work / "train", "train", targets, photos, others, seed,
+                           round(PER_BRAND_TRAIN * n), round(NEGATIVE_TRAIN * n), boxes=False)
+    rows = read_manifest(train_dir / "truth.csv")
+    order = np.random.default_rng([seed, 99]).permutation(len(rows))
+    half = len(rows) // 2
+    feed = [train_dir / rows[i].file for i in order[:half]]
+    scored = [rows[i] for i in order[half:]]
+    res: dict[str, Any] = {"brands": [b.slug for b in targets], "tuning": True, "protocols": {
+        "logo_file_exemplar": exemplar_protocol(work, targets, feed, train_dir, scored,
+                                                args.workers, raw=True)}}
+    res["seconds"] = {"tuning": round(time.time() - t, 1)}
     return res
 
 
 def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
              all_brands: list[rl.Brand]) -> dict[str, Any]:
     from detector.onboard import build_training_set, load_logo, train_brand
+    from detector.synth import read_manifest
     from detector.train import TrainConfig, train_bundle
 
     work = Path(args.work) / f"seed{seed}"
@@ -272,7 +324,7 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     if args.exemplar:
         t = time.time()
         res["protocols"]["logo_file_exemplar"] = exemplar_protocol(
-            work, targets, train_dir, test_dir, args.workers)
+            work, targets, _feed(train_dir), test_dir, read_manifest(test_dir), args.workers)
         timings["logo_file_exemplar_all_brands"] = round(time.time() - t, 1)
         if args.exemplar_only:
             res["seconds"] = timings
@@ -329,19 +381,23 @@ def summary(seeds: dict[str, Any]) -> dict[str, Any]:
             per_seed.append({k: float(np.mean([x[k] for x in rows if x[k] is not None]))
                              if any(x[k] is not None for x in rows) else None
                              for k in MEASURES})
+            called = sum(x["tp"] + x["fp"] for x in rows)  # every brand's calls together
+            per_seed[-1]["pooled_precision"] = (sum(x["tp"] for x in rows) / called
+                                                if called else None)
         out[p] = {k: {"mean": float(np.mean([s[k] for s in per_seed if s[k] is not None])),
                       "min": float(np.min([s[k] for s in per_seed if s[k] is not None])),
                       "max": float(np.max([s[k] for s in per_seed if s[k] is not None]))}
-                  for k in MEASURES if any(s[k] is not None for s in per_seed)}
+                  for k in (*MEASURES, "pooled_precision")
+                  if any(s[k] is not None for s in per_seed)}
     return out
 
 
 def table(res: dict[str, Any]) -> str:
     rows = ["| protocol | AP | precision | recall | P at R>=0.8 | small AP | small recall | "
-            "region IoU>=0.5 |", "|---|---|---|---|---|---|---|---|"]
+            "region IoU>=0.5 | pooled precision |", "|---|---|---|---|---|---|---|---|---|"]
     for p, m in res["summary"].items():
         cells = [f"{m[k]['mean']:.2f} ({m[k]['min']:.2f}-{m[k]['max']:.2f})" if k in m else "–"
-                 for k in MEASURES]
+                 for k in (*MEASURES, "pooled_precision")]
         rows.append(f"| {p.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -405,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exemplar", action=argparse.BooleanOptionalAction, default=True,
                    help="protocol (c): the logo file matched by detector.exemplar, no training")
     p.add_argument("--exemplar-only", action="store_true", help="protocol (c) only")
+    p.add_argument("--tuning", action="store_true",
+                   help="protocol (c) on the training side alone, halved into feed and scored "
+                        "photos, with the raw scores: for choosing constants (seeds 10, 11)")
+    p.add_argument("--orient-weight", type=float, default=None,
+                   help="a variant of detector.exemplar.ORIENT_WEIGHT, for tuning")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for protocol (c) (one brand each)")
     p.add_argument("--out", default=None, help="write the JSON result here")
@@ -416,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         p.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if args.orient_weight is not None:  # read at call time; the worker processes fork after
+        import detector.exemplar
+
+        detector.exemplar.ORIENT_WEIGHT = args.orient_weight
     cache = Path(args.cache or Path(args.work) / "sources")
     t0 = time.time()
     marks = rl.fetch_marks(cache)
@@ -430,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({setup['test_groups']} on the test side), {setup['marks']} marks")
     res: dict[str, Any] = {"setup": setup, "seeds": {}}
     for seed in seeds:
-        res["seeds"][str(seed)] = run_seed(args, seed, photos, all_brands)
+        res["seeds"][str(seed)] = (tuning_seed if args.tuning else run_seed)(
+            args, seed, photos, all_brands)
         res["summary"] = summary(res["seeds"])
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
