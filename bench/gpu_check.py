@@ -230,8 +230,11 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         best = model.get(f"best_{name}")
         if best and dec:
             out[name] = {"model_per_s": round(best["per_s"], 1), "batch": best["batch"],
-                         "model_over_decode": round(best["per_s"] / dec["per_s"], 2),
-                         "decode_cores_needed": round(best["per_s"] / dec["one_core"]["per_s"], 1)}
+                         # significant digits, not decimals: on a loaded CPU the dry run's
+                         # model is slow, and 0.02 cores rounded to 0.0 read as "none"
+                         "model_over_decode": float(f"{best['per_s'] / dec['per_s']:.3g}"),
+                         "decode_cores_needed": float(
+                             f"{best['per_s'] / dec['one_core']['per_s']:.3g}")}
     return out
 
 
