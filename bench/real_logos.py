@@ -272,8 +272,9 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
                 all_brands: list[rl.Brand]) -> dict[str, Any]:
     """Protocol (c) on a training side alone, for choosing the matcher's constants and its
     threshold rule where no test photo is read: use seeds no benchmark run tests (10, 11).
-    The side's photos are halved: one half is the feed (the brand in 8 % of it, as in (c)),
-    the other is scored (25 photos a brand against 275)."""
+    The side's images are halved at random: one half is the feed (the brand in 8 % of it, as
+    in (c)), the other is scored (25 a brand against 275). The halves share the side's source
+    photos, so these numbers rank variants; they are not test numbers."""
     from detector.synth import read_manifest
 
     work = Path(args.work) / f"seed{seed}"
