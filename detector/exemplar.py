@@ -429,9 +429,10 @@ class Exemplar:
         return best
 
     def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
-        """m with its correlation and box after aligning the silhouette to fine by a
-        homography (OpenCV's ECC, which maximises the correlation itself): a mark printed in
-        perspective or on a curved surface matches its own shape only once warped. m as it is
+        """m with its correlation, edge-orientation share and box measured again after
+        aligning the silhouette to fine by a homography (OpenCV's ECC, which maximises the
+        correlation itself): a mark printed in perspective or on a curved surface matches its
+        own shape only once warped. m as it is
         where the alignment fails or moves a corner more than ALIGN_SHIFT of the mark."""
         cv2 = _cv2()
         t = self._fine_template(ALIGN_SIDE, round(m.angle, 1))
