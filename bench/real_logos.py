@@ -37,6 +37,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,8 +74,11 @@ def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Ph
     boxes, for the test side) out/manifest.csv, which training would read."""
     from PIL import Image
 
-    if (out / "done.json").is_file():
+    done = out / "done.json"
+    if done.is_file() and json.loads(done.read_text()).get("renderer") == rl.RENDERER:
         return out
+    if out.is_dir():  # an older renderer's or an interrupted render: start clean
+        shutil.rmtree(out)
     largest: dict[str, rl.Photo] = {}  # each group once, at its best resolution: a wallpaper
     for p in photos:                   # shipped in five sizes must not be drawn five times
         if p.side == side and (p.group not in largest or
@@ -131,7 +135,7 @@ def build_side(out: Path, side: str, targets: list[rl.Brand], photos: list[rl.Ph
             w = csv.DictWriter(f, fieldnames=["file", "brands", "boxes", "small"])
             w.writeheader()
             w.writerows(rows)
-    (out / "done.json").write_text(json.dumps({"images": len(rows)}))
+    done.write_text(json.dumps({"images": len(rows), "renderer": rl.RENDERER}))
     return out
 
 

@@ -51,6 +51,7 @@ SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg",
                   "text.png", "camera.png")
 TEST_PCT = 40  # share of photo groups (and distractor brands) on the test side
 SMALL = 0.12  # a mark whose long side is under this fraction of the image's is small
+RENDERER = 2  # bump when a change alters the images or their truth: caches re-render
 _MIN_SIDE = 900  # photos smaller than this (icons, screenshots) are not sources
 _WORDS = ("SALE", "OPEN", "FRESH", "COFFEE", "SUMMER", "LIVE", "FREE", "NEW", "CITY", "TOUR",
           "MARKET", "2026", "BEST", "CLUB", "GAME", "BAR", "HOTEL", "PARK", "STREET", "STYLE")
@@ -234,7 +235,9 @@ def _warp(layer: np.ndarray, rng: np.random.Generator, amount: float,
 
 
 def mark_layer(m: np.ndarray, hex_: str, px: int, rng: np.random.Generator) -> np.ndarray:
-    """The mark at px (long side) as an RGBA float layer: a colour variant, maybe on a badge."""
+    """The mark at px (long side) as an RGBA float layer: a colour variant, maybe on a badge.
+    A fifth channel carries the mark's own ink through the same warp: on a badge the alpha
+    covers the badge, and the mark's true box is its ink's, not the badge's."""
     s = px / max(m.shape)
     size = (max(2, round(m.shape[1] * s)), max(2, round(m.shape[0] * s)))
     a = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(
@@ -245,6 +248,8 @@ def mark_layer(m: np.ndarray, hex_: str, px: int, rng: np.random.Generator) -> n
               else rng.uniform(0, 1, 3))
     layer = np.zeros((*a.shape, 4), np.float32)
     layer[..., :3], layer[..., 3] = colour, a
+    ink = np.zeros_like(layer)
+    ink[..., 3] = a
     if rng.random() < 0.3:  # on a badge, label or sticker of a contrasting colour
         pad = int(max(a.shape) * rng.uniform(0.12, 0.35))
         h, w = a.shape[0] + 2 * pad, a.shape[1] + 2 * pad
@@ -262,13 +267,19 @@ def mark_layer(m: np.ndarray, hex_: str, px: int, rng: np.random.Generator) -> n
         inner = out[pad:pad + a.shape[0], pad:pad + a.shape[1]]
         inner[..., :3] = inner[..., :3] * (1 - a[..., None]) + colour * a[..., None]
         layer = out
-    return _warp(layer, rng, float(rng.uniform(0.0, 0.25)), float(rng.uniform(-35, 35)))
+        ink = np.zeros_like(out)
+        ink[pad:pad + a.shape[0], pad:pad + a.shape[1], 3] = a
+    amount, angle = float(rng.uniform(0.0, 0.25)), float(rng.uniform(-35, 35))
+    twin = np.random.Generator(type(rng.bit_generator)())  # the same warp for the ink alone
+    twin.bit_generator.state = rng.bit_generator.state
+    return np.dstack([_warp(layer, rng, amount, angle), _warp(ink, twin, amount, angle)[..., 3]])
 
 
 def paste(canvas: np.ndarray, layer: np.ndarray, x: int, y: int,
-          rng: np.random.Generator) -> tuple[int, int, int, int] | None:
-    """Composites layer onto canvas (float RGB 0..1) at (x, y), lit by the surface beneath
-    and printed on its texture; returns the visible box."""
+          rng: np.random.Generator) -> tuple[tuple[int, int, int, int], ...] | None:
+    """Composites layer (mark_layer's RGBA + ink) onto canvas (float RGB 0..1) at (x, y), lit
+    by the surface beneath and printed on its texture; returns the visible box of the layer
+    (a badge and its mark) and of the mark's own ink, or None where nothing shows."""
     h, w = layer.shape[:2]
     ch, cw = canvas.shape[:2]
     x0, y0, x1, y1 = max(0, x), max(0, y), min(cw, x + w), min(ch, y + h)
@@ -283,13 +294,16 @@ def paste(canvas: np.ndarray, layer: np.ndarray, x: int, y: int,
     shade = (lum / max(1e-3, float(lum.mean()))) ** rng.uniform(0.2, 0.8)
     fine = region - np.asarray(reg_img.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255
     rgb = np.clip(sub[..., :3] * shade[..., None] + fine * rng.uniform(0.2, 1.0), 0, 1)
-    alpha = sub[..., 3:] * rng.uniform(0.7, 1.0)
+    alpha = sub[..., 3:4] * rng.uniform(0.7, 1.0)
     canvas[y0:y1, x0:x1] = region * (1 - alpha) + rgb * alpha
-    ys, xs = np.nonzero(sub[..., 3] > 0.2)
-    if len(ys) == 0:
-        return None
-    return (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1,
-            y0 + int(ys.max()) + 1)
+    boxes = []
+    for channel in (3, 4):
+        ys, xs = np.nonzero(sub[..., channel] > 0.2)
+        if len(ys) == 0:
+            return None
+        boxes.append((x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1,
+                      y0 + int(ys.max()) + 1))
+    return boxes[0], boxes[1]
 
 
 def _font(px: int) -> ImageFont.FreeTypeFont:
@@ -319,26 +333,29 @@ def compose(photo: Image.Image, target: tuple[Brand, np.ndarray] | None,
     items = [(d, rng.uniform(0.05, 0.3)) for d in distractors]
     if target is not None:
         items.append((target, rng.uniform(0.04, SMALL) if small else rng.uniform(SMALL, 0.45)))
-    box = None
+    shown = box = None
     for (brand, m), frac in items:
         layer = mark_layer(m, brand.hex, max(8, int(long * frac)), rng)
         fit = 0.95 * min(canvas.shape[0] / layer.shape[0], canvas.shape[1] / layer.shape[1])
         if fit < 1:  # rotated or on a badge, it outgrew a narrow crop: shrink it to fit
-            img = Image.fromarray((layer * 255).astype(np.uint8), "RGBA")
-            img = img.resize((max(2, int(img.width * fit)), max(2, int(img.height * fit))),
-                             Image.Resampling.BICUBIC)
-            layer = np.asarray(img, np.float32) / 255.0
+            img = Image.fromarray((layer[..., :4] * 255).astype(np.uint8), "RGBA")
+            ink = Image.fromarray((layer[..., 4] * 255).astype(np.uint8), "L")
+            size = (max(2, int(img.width * fit)), max(2, int(img.height * fit)))
+            layer = np.dstack([np.asarray(img.resize(size, Image.Resampling.BICUBIC)),
+                               np.asarray(ink.resize(size, Image.Resampling.BICUBIC))]
+                              ).astype(np.float32) / 255.0
         hl, wl = layer.shape[:2]
         x = int(rng.integers(0, canvas.shape[1] - wl))
         y = int(rng.integers(0, canvas.shape[0] - hl))
         b = paste(canvas, layer, x, y, rng)
         if brand is (target[0] if target else None):
-            box = b
+            shown, box = b if b is not None else (None, None)
     if box is not None and rng.random() < 0.25:  # a hand, a strap, another object over it
-        bw, bh = box[2] - box[0], box[3] - box[1]
+        bw, bh = shown[2] - shown[0], shown[3] - shown[1]
         ow, oh = int(bw * rng.uniform(0.15, 0.4)), int(bh * rng.uniform(0.15, 0.4))
         if ow > 1 and oh > 1:
-            ox, oy = box[0] + int(rng.integers(0, bw - ow)), box[1] + int(rng.integers(0, bh - oh))
+            ox = shown[0] + int(rng.integers(0, bw - ow))
+            oy = shown[1] + int(rng.integers(0, bh - oh))
             sx = int(rng.integers(0, canvas.shape[1] - ow))
             sy = int(rng.integers(0, canvas.shape[0] - oh))
             canvas[oy:oy + oh, ox:ox + ow] = canvas[sy:sy + oh, sx:sx + ow].copy()

@@ -111,3 +111,22 @@ def test_a_composite_without_a_target_has_no_box(marks: Path) -> None:
     _, _, box = rl.compose(scene, None, [(b, rl.mask(b)) for b in brands],
                            np.random.default_rng(3), small=True)
     assert box is None
+
+
+def test_a_mark_on_a_badge_is_boxed_by_its_own_ink_not_by_the_badge(marks: Path) -> None:
+    ring = next(b for b in rl.brands(marks) if b.slug == "ring")
+    m = rl.mask(ring)
+    badges = plain = 0
+    for seed in range(40):
+        layer = rl.mark_layer(m, ring.hex, 120, np.random.default_rng(seed))
+        canvas = np.full((400, 400, 3), 0.5, np.float32)
+        shown, ink = rl.paste(canvas, layer, 100, 80, np.random.default_rng(seed))
+        assert shown[0] <= ink[0] < ink[2] <= shown[2] and shown[1] <= ink[1] < ink[3] <= shown[3]
+        if (layer[..., 3] > 0.2).sum() > 1.3 * (layer[..., 4] > 0.2).sum():  # on a badge
+            badges += 1
+            assert (ink[2] - ink[0]) * (ink[3] - ink[1]) < 0.8 * (
+                (shown[2] - shown[0]) * (shown[3] - shown[1]))
+        else:
+            plain += 1
+            assert ink == shown
+    assert badges >= 5 and plain >= 20  # about 30 % of marks are drawn on a badge
