@@ -30,7 +30,11 @@ homography that maximises their correlation (OpenCV's ECC, from the placement th
 found, each corner allowed to move ALIGN_SHIFT of the mark), and the correlation and the
 edge-orientation share are measured again through it. A mark printed in perspective, on a
 curved surface or squashed by the camera matches its own shape only once warped; a chance
-structure gains less from the warp than a mark does.
+structure gains less from the warp than a mark does. The correlation measured there is the
+colour one (`_colour_ncc`): the silhouette against the best mix of the patch's three colour
+channels, not their grey, so a red mark on a green of nearly the same grey counts with its
+full contrast. It is taken only at the few aligned placements: the search before it stays
+grey, which is a third of the cost.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size
 (after alignment, the box of the warped silhouette's ink).
@@ -51,7 +55,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc-orient-aligned/6"
+METHOD = "silhouette-ncc-orient-aligned-colour/7"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -77,6 +81,8 @@ EDGE_FLOOR = 0.24  # Sobel magnitude (0..1 colour) below which a photo pixel has
 EDGE_POINTS = 96  # of the silhouette's edges, sampled for the orientation score
 ORIENT_WEIGHT = 3.0  # of the orientation share against the correlation, both in spread units
 # (chosen on the tuning seeds' training side, docs/detector.md)
+EXPLAINED_WEIGHT = 1.0  # of the share of the photo's edges the mark explains, added to the z
+MIN_EDGES = 20  # that share is out of at least this many edges of the photo
 ALIGN_SIDE = 64  # px of the mark when a refined placement is aligned by a homography (ECC)
 ALIGN_ITERATIONS = 50
 ALIGN_SHIFT = 0.25  # largest move of a template corner in the alignment, share of its side
@@ -280,11 +286,12 @@ class Photo:
 @dataclass
 class Match:
     score: float  # z-score against the calibration photos (raw sum if uncalibrated)
-    correlation: float  # |NCC| of the placement
+    correlation: float  # |NCC| of the placement (in colour once aligned: `_colour_ncc`)
     box: tuple[int, int, int, int]  # the mark, in the input image's pixels
     size: float
     angle: float
     orientation: float = 0.0  # share of the silhouette's edges met in the photo
+    explained: float = 0.0  # share of the photo's edges there that the mark's edges explain
 
 
 @dataclass
@@ -422,18 +429,19 @@ class Exemplar:
                           t.angle, o)
             else:
                 m = self._align(fine, fine_rgb, m)
-            m.score = self._z(si, m.correlation, m.orientation)
+            m.score = self._z(si, m.correlation, m.orientation) + EXPLAINED_WEIGHT * m.explained
             m.box = tuple(round(c / kf) for c in m.box)  # type: ignore[assignment]
             if best is None or m.score > best.score:
                 best = m
         return best
 
     def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
-        """m with its correlation, edge-orientation share and box measured again after
-        aligning the silhouette to fine by a homography (OpenCV's ECC, which maximises the
-        correlation itself): a mark printed in perspective or on a curved surface matches its
-        own shape only once warped. m as it is
-        where the alignment fails or moves a corner more than ALIGN_SHIFT of the mark."""
+        """m with its edge-orientation share and box measured again after aligning the
+        silhouette to fine by a homography (OpenCV's ECC, which maximises the grey correlation
+        itself): a mark printed in perspective or on a curved surface matches its own shape
+        only once warped. Its correlation becomes the colour one (`_colour_ncc`) through the
+        warp; where the alignment fails or moves a corner more than ALIGN_SHIFT of the mark,
+        at the placement the search found, the rest of m as it is."""
         cv2 = _cv2()
         t = self._fine_template(ALIGN_SIDE, round(m.angle, 1))
         th, tw = t.values.shape
@@ -447,6 +455,7 @@ class Exemplar:
             return m
         how = cv2.INTER_AREA if q < 1 else cv2.INTER_LINEAR
         g = cv2.resize(np.ascontiguousarray(fine[y0:y1, x0:x1]), wh, interpolation=how)
+        rgb = cv2.resize(np.ascontiguousarray(fine_rgb[y0:y1, x0:x1]), wh, interpolation=how)
         ix, iy = (t.ink[0] + t.ink[2]) / 2, (t.ink[1] + t.ink[3]) / 2
         w0 = np.array([[1, 0, (cx - x0) * q - ix], [0, 1, (cy - y0) * q - iy], [0, 0, 1]],
                       np.float32)
@@ -457,18 +466,17 @@ class Exemplar:
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ALIGN_ITERATIONS, 1e-4),
                 None, 3)
         except cv2.error:  # did not converge: the placement stays as the search found it
-            return m
+            return _colour_measured(m, rgb, w0, t)
         corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], np.float32)[:, None]
         moved = cv2.perspectiveTransform(corners, w) - cv2.perspectiveTransform(corners, w0)
         if not np.isfinite(moved).all() or np.abs(moved).max() > ALIGN_SHIFT * max(th, tw):
-            return m
+            return _colour_measured(m, rgb, w0, t)
         ink = np.array([[t.ink[0], t.ink[1]], [t.ink[2], t.ink[1]], [t.ink[2], t.ink[3]],
                         [t.ink[0], t.ink[3]]], np.float32)[:, None]
         p = cv2.perspectiveTransform(ink, w)[:, 0] / q + (x0, y0)
         box = (round(float(p[:, 0].min())), round(float(p[:, 1].min())),
                round(float(p[:, 0].max())), round(float(p[:, 1].max())))
-        rmap = orientations(cv2.resize(np.ascontiguousarray(fine_rgb[y0:y1, x0:x1]), wh,
-                                       interpolation=how))
+        rmap = orientations(rgb)
         ey, ex_, eb = t.edges
         ori = m.orientation
         if len(ey):
@@ -477,7 +485,8 @@ class Exemplar:
             px = np.clip(np.round(pts[:, 0]).astype(int), 0, wh[0] - 1)
             py = np.clip(np.round(pts[:, 1]).astype(int), 0, wh[1] - 1)
             ori = float(rmap[eb, py, px].mean())
-        return Match(m.score, abs(_warped_ncc(g, w, t)), box, m.size, m.angle, ori)
+        return Match(m.score, _colour_ncc(rgb, w, t), box, m.size, m.angle, ori,
+                     _explained(rgb, w, t))
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""
@@ -548,6 +557,59 @@ def _warped_ncc(g: np.ndarray, w: np.ndarray, t: Template) -> float:
     patch = patch - patch.mean()
     sd = max(float(np.sqrt((patch * patch).mean())), CONTRAST_FLOOR)
     return float((patch * t.values).sum() / (t.norm * sd * np.sqrt(patch.size)))
+
+
+def _colour_ncc(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
+    """The multiple correlation of t with rgb (H x W x 3) sampled through the homography w:
+    the |NCC| of t with the patch's best linear mix of its colour channels (least squares,
+    each channel's variance raised by CONTRAST_FLOOR^2 / 3 as a ridge, so a flat patch does
+    not match). At least the grey |NCC| of the same patch, up to the floor; a mark whose
+    colour differs from its surround's but whose grey does not is seen with its contrast."""
+    cv2 = _cv2()
+    th, tw = t.values.shape
+    patch = cv2.warpPerspective(np.ascontiguousarray(rgb), w, (tw, th),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    x = patch.reshape(-1, 3).astype(np.float64)
+    x -= x.mean(0)
+    v = t.values.reshape(-1).astype(np.float64)
+    n = len(v)
+    c = x.T @ v / n
+    cov = x.T @ x / n + np.eye(3) * CONTRAST_FLOOR ** 2 / 3
+    r2 = float(c @ np.linalg.solve(cov, c)) / max(float(v @ v) / n, 1e-12)
+    return float(np.sqrt(min(max(r2, 0.0), 1.0)))
+
+
+def _explained(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
+    """The share of the photo's edges in t's frame (rgb sampled through w) that an edge of
+    the silhouette explains (`orientations`' match: the same orientation within
+    ORIENT_SPREAD px), out of at least MIN_EDGES. A chance structure in clutter meets the
+    mark's edges but brings many more of its own; a mark on its surface brings few."""
+    cv2 = _cv2()
+    th, tw = t.values.shape
+    patch = cv2.warpPerspective(np.ascontiguousarray(rgb), w, (tw, th),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    span = max(float(t.values.max() - t.values.min()), 1e-6)
+    ink = ((t.values - t.values.min()) / span)[..., None]
+    own = orientations(np.repeat(ink, 3, -1))
+    gx = cv2.Sobel(patch, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(patch, cv2.CV_32F, 0, 1, ksize=3)
+    mag = gx * gx + gy * gy
+    ch = mag.argmax(-1)[..., None]
+    strong = np.take_along_axis(mag, ch, -1)[..., 0] > EDGE_FLOOR ** 2
+    strong[:2], strong[-2:], strong[:, :2], strong[:, -2:] = False, False, False, False
+    ys, xs = np.nonzero(strong)  # (the frame's border is the warp's, not the photo's)
+    if len(ys) == 0:
+        return 0.0
+    b = _orientation_bins(np.take_along_axis(gx, ch, -1)[ys, xs, 0],
+                          np.take_along_axis(gy, ch, -1)[ys, xs, 0])
+    return float(own[b, ys, xs].sum()) / max(len(ys), MIN_EDGES)
+
+
+def _colour_measured(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
+    """m with its correlation the colour one (`_colour_ncc`) and the share of edges it
+    explains (`_explained`) at the placement w."""
+    return Match(m.score, _colour_ncc(rgb, w, t), m.box, m.size, m.angle, m.orientation,
+                 _explained(rgb, w, t))
 
 
 def _box(x: int, y: int, t: Template) -> tuple[int, int, int, int]:

@@ -109,6 +109,44 @@ def test_a_mark_the_same_grey_as_its_surround_has_its_edges_met_in_colour() -> N
     assert X.correlation(grey, t)[at[1][0], at[0][0]] < 0.1  # grey cannot see it
     assert X.orientation_at(X.orientations(rgb), t, *at)[0] > 0.8  # its colour edges are there
     assert X.orientation_at(X.orientations(rgb), t, np.array([0]), np.array([0]))[0] < 0.3
+    here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
+    assert X._colour_ncc(rgb, here, t) > 0.9  # its colour is: the best mix of the channels
+    there = here.copy()
+    there[:2, 2] = 120
+    assert X._colour_ncc(rgb, there, t) < 0.1  # and off the mark a flat surround matches nothing
+
+
+def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_colour(
+        ) -> None:
+    t = X.template(X.silhouette(_logo()), 48, 10.0)
+    photo = np.asarray(_photo(3, (160, 120)), np.float32) / 255
+    w = np.array([[1, 0, 30], [0, 1, 20], [0, 0, 1]], np.float32)
+    grey = photo @ np.array([0.299, 0.587, 0.114], np.float32)
+    plain = abs(X._warped_ncc(grey, w, t))
+    assert X._colour_ncc(np.repeat(grey[..., None], 3, -1), w, t) == pytest.approx(plain,
+                                                                                abs=0.02)
+    assert X._colour_ncc(photo, w, t) >= plain - 0.02
+
+
+def test_the_share_of_edges_a_mark_explains_is_high_on_a_plain_surface_low_in_clutter() -> None:
+    import cv2
+
+    mask = X.silhouette(_logo())
+    t = X.template(mask, 60, 0.0)
+    small = cv2.resize(mask, (round(mask.shape[1] * 60 / 181), 60), interpolation=cv2.INTER_AREA)
+    pad = int(60 * X.PAD) + 2
+    here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
+    plain = np.full((200, 200, 3), 0.8, np.float32)
+    busy = np.asarray(_photo(1, (200, 200)), np.float32) / 255
+    for rgb in (plain, busy):
+        ink = rgb[70:70 + small.shape[0], 70:70 + small.shape[1]]
+        ink[small > 0.5] = (0.1, 0.1, 0.6)
+    on_plain, on_busy = X._explained(plain, here, t), X._explained(busy, here, t)
+    assert on_plain > 0.8 and on_busy < on_plain
+    stripes = np.zeros((200, 200, 3), np.float32)
+    stripes[:, ::6] = 1.0  # edges everywhere, one orientation: the mark explains few of them
+    assert X._explained(stripes, here, t) < 0.3
+    assert X._explained(np.full((200, 200, 3), 0.5, np.float32), here, t) == 0.0
 
 
 def test_orientation_maps_spread_an_edge_to_its_neighbours_and_ignore_flat_colour() -> None:
