@@ -485,8 +485,7 @@ class Exemplar:
             px = np.clip(np.round(pts[:, 0]).astype(int), 0, wh[0] - 1)
             py = np.clip(np.round(pts[:, 1]).astype(int), 0, wh[1] - 1)
             ori = float(rmap[eb, py, px].mean())
-        return Match(m.score, _colour_ncc(rgb, w, t), box, m.size, m.angle, ori,
-                     _explained(rgb, w, t))
+        return _colour_measured(Match(m.score, m.correlation, box, m.size, m.angle, ori), rgb, w, t)
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""
@@ -559,16 +558,20 @@ def _warped_ncc(g: np.ndarray, w: np.ndarray, t: Template) -> float:
     return float((patch * t.values).sum() / (t.norm * sd * np.sqrt(patch.size)))
 
 
-def _colour_ncc(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
-    """The multiple correlation of t with rgb (H x W x 3) sampled through the homography w:
-    the |NCC| of t with the patch's best linear mix of its colour channels (least squares,
-    each channel's variance raised by CONTRAST_FLOOR^2 / 3 as a ridge, so a flat patch does
-    not match). At least the grey |NCC| of the same patch, up to the floor; a mark whose
-    colour differs from its surround's but whose grey does not is seen with its contrast."""
+def _through(rgb: np.ndarray, w: np.ndarray, t: Template) -> np.ndarray:
+    """rgb (H x W x 3) sampled through the homography w (t's pixels to rgb's) in t's frame."""
     cv2 = _cv2()
     th, tw = t.values.shape
-    patch = cv2.warpPerspective(np.ascontiguousarray(rgb), w, (tw, th),
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    return cv2.warpPerspective(np.ascontiguousarray(rgb), w, (tw, th),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+
+def _colour_ncc(patch: np.ndarray, t: Template) -> float:
+    """The multiple correlation of t with patch (`_through`): the |NCC| of t with the patch's
+    best linear mix of its colour channels (least squares, each channel's variance raised by
+    CONTRAST_FLOOR^2 / 3 as a ridge, so a flat patch does not match). At least the grey |NCC|
+    of the same patch, up to the floor; a mark whose colour differs from its surround's but
+    whose grey does not is seen with its contrast."""
     x = patch.reshape(-1, 3).astype(np.float64)
     x -= x.mean(0)
     v = t.values.reshape(-1).astype(np.float64)
@@ -579,15 +582,12 @@ def _colour_ncc(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
     return float(np.sqrt(min(max(r2, 0.0), 1.0)))
 
 
-def _explained(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
-    """The share of the photo's edges in t's frame (rgb sampled through w) that an edge of
-    the silhouette explains (`orientations`' match: the same orientation within
-    ORIENT_SPREAD px), out of at least MIN_EDGES. A chance structure in clutter meets the
-    mark's edges but brings many more of its own; a mark on its surface brings few."""
+def _explained(patch: np.ndarray, t: Template) -> float:
+    """The share of the photo's edges in t's frame (patch, `_through`) that an edge of the
+    silhouette explains (`orientations`' match: the same orientation within ORIENT_SPREAD
+    px), out of at least MIN_EDGES. A chance structure in clutter meets the mark's edges but
+    brings many more of its own; a mark on its surface brings few."""
     cv2 = _cv2()
-    th, tw = t.values.shape
-    patch = cv2.warpPerspective(np.ascontiguousarray(rgb), w, (tw, th),
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     span = max(float(t.values.max() - t.values.min()), 1e-6)
     ink = ((t.values - t.values.min()) / span)[..., None]
     own = orientations(np.repeat(ink, 3, -1))
@@ -607,9 +607,10 @@ def _explained(rgb: np.ndarray, w: np.ndarray, t: Template) -> float:
 
 def _colour_measured(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
     """m with its correlation the colour one (`_colour_ncc`) and the share of edges it
-    explains (`_explained`) at the placement w."""
-    return Match(m.score, _colour_ncc(rgb, w, t), m.box, m.size, m.angle, m.orientation,
-                 _explained(rgb, w, t))
+    explains (`_explained`) at the placement w (t's pixels to rgb's)."""
+    patch = _through(rgb, w, t)
+    return Match(m.score, _colour_ncc(patch, t), m.box, m.size, m.angle, m.orientation,
+                 _explained(patch, t))
 
 
 def _box(x: int, y: int, t: Template) -> tuple[int, int, int, int]:

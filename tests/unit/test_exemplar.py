@@ -110,10 +110,10 @@ def test_a_mark_the_same_grey_as_its_surround_has_its_edges_met_in_colour() -> N
     assert X.orientation_at(X.orientations(rgb), t, *at)[0] > 0.8  # its colour edges are there
     assert X.orientation_at(X.orientations(rgb), t, np.array([0]), np.array([0]))[0] < 0.3
     here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
-    assert X._colour_ncc(rgb, here, t) > 0.9  # its colour is: the best mix of the channels
+    assert X._colour_ncc(X._through(rgb, here, t), t) > 0.9  # its colour is: the best mix
     there = here.copy()
     there[:2, 2] = 120
-    assert X._colour_ncc(rgb, there, t) < 0.1  # and off the mark a flat surround matches nothing
+    assert X._colour_ncc(X._through(rgb, there, t), t) < 0.1  # off the mark: a flat surround
 
 
 def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_colour(
@@ -123,9 +123,9 @@ def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_c
     w = np.array([[1, 0, 30], [0, 1, 20], [0, 0, 1]], np.float32)
     grey = photo @ np.array([0.299, 0.587, 0.114], np.float32)
     plain = abs(X._warped_ncc(grey, w, t))
-    assert X._colour_ncc(np.repeat(grey[..., None], 3, -1), w, t) == pytest.approx(plain,
-                                                                                abs=0.02)
-    assert X._colour_ncc(photo, w, t) >= plain - 0.02
+    as_grey = X._through(np.repeat(grey[..., None], 3, -1), w, t)
+    assert X._colour_ncc(as_grey, t) == pytest.approx(plain, abs=0.02)
+    assert X._colour_ncc(X._through(photo, w, t), t) >= plain - 0.02
 
 
 def test_the_share_of_edges_a_mark_explains_is_high_on_a_plain_surface_low_in_clutter() -> None:
@@ -141,12 +141,13 @@ def test_the_share_of_edges_a_mark_explains_is_high_on_a_plain_surface_low_in_cl
     for rgb in (plain, busy):
         ink = rgb[70:70 + small.shape[0], 70:70 + small.shape[1]]
         ink[small > 0.5] = (0.1, 0.1, 0.6)
-    on_plain, on_busy = X._explained(plain, here, t), X._explained(busy, here, t)
+    on_plain = X._explained(X._through(plain, here, t), t)
+    on_busy = X._explained(X._through(busy, here, t), t)
     assert on_plain > 0.8 and on_busy < on_plain
     stripes = np.zeros((200, 200, 3), np.float32)
     stripes[:, ::6] = 1.0  # edges everywhere, one orientation: the mark explains few of them
-    assert X._explained(stripes, here, t) < 0.3
-    assert X._explained(np.full((200, 200, 3), 0.5, np.float32), here, t) == 0.0
+    assert X._explained(X._through(stripes, here, t), t) < 0.3
+    assert X._explained(X._through(np.full((200, 200, 3), 0.5, np.float32), here, t), t) == 0.0
 
 
 def test_orientation_maps_spread_an_edge_to_its_neighbours_and_ignore_flat_colour() -> None:
