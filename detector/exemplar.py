@@ -48,6 +48,7 @@ worker, `classify`, `serve` and the onboarding backfill run on a decoded image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,14 @@ class Template:
     norm: float
     ink: tuple[int, int, int, int]  # the mark's box inside values
     edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # the silhouette's edge points: y, x, bin
+
+    @cached_property
+    def own(self) -> np.ndarray:
+        """`orientations` of the silhouette itself (its ink 0..1), for `_explained`; kept
+        with the template, which the alignment reuses across photos."""
+        span = max(float(self.values.max() - self.values.min()), 1e-6)
+        ink = ((self.values - self.values.min()) / span)[..., None]
+        return orientations(np.repeat(ink, 3, -1))
 
 
 def template(mask: np.ndarray, size: float, angle: float) -> Template:
@@ -588,9 +597,6 @@ def _explained(patch: np.ndarray, t: Template) -> float:
     px), out of at least MIN_EDGES. A chance structure in clutter meets the mark's edges but
     brings many more of its own; a mark on its surface brings few."""
     cv2 = _cv2()
-    span = max(float(t.values.max() - t.values.min()), 1e-6)
-    ink = ((t.values - t.values.min()) / span)[..., None]
-    own = orientations(np.repeat(ink, 3, -1))
     gx = cv2.Sobel(patch, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(patch, cv2.CV_32F, 0, 1, ksize=3)
     mag = gx * gx + gy * gy
@@ -602,7 +608,7 @@ def _explained(patch: np.ndarray, t: Template) -> float:
         return 0.0
     b = _orientation_bins(np.take_along_axis(gx, ch, -1)[ys, xs, 0],
                           np.take_along_axis(gy, ch, -1)[ys, xs, 0])
-    return float(own[b, ys, xs].sum()) / max(len(ys), MIN_EDGES)
+    return float(t.own[b, ys, xs].sum()) / max(len(ys), MIN_EDGES)
 
 
 def _colour_measured(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
