@@ -20,10 +20,11 @@ feed a 16 px silhouette finds 0.54 somewhere in an average photo, a 171 px one 0
 feed, and keeps, per size, the mean and spread of the best score a photo gives; a
 placement's score is then its correlation in units of that spread above the mean (a
 z-score), so sizes compare and one threshold serves them all. The best few placements of the
-coarse search are refined at full resolution (size and angle in finer steps), which
-separates a mark from a similar one. A large mark is matched on the photo reduced until the
-mark is COARSE_CAP px (coarse) or FINE_CAP px (refinement): what a correlation costs is the
-photo's area, and a mark of that size keeps its shape.
+coarse search (distinct in place, or in size at one place: a mark built of smaller copies of
+its own shape matches best at the inner copy) are refined at full resolution (size and angle
+in finer steps), which separates a mark from a similar one. A large mark is matched on the
+photo reduced until the mark is COARSE_CAP px (coarse) or FINE_CAP px (refinement): what a
+correlation costs is the photo's area, and a mark of that size keeps its shape.
 
 Each refined placement is then aligned: the silhouette is warped onto the photo by the
 homography that maximises their correlation (OpenCV's ECC, from the placement the search
@@ -33,8 +34,9 @@ curved surface or squashed by the camera matches its own shape only once warped;
 structure gains less from the warp than a mark does. The correlation measured there is the
 colour one (`_colour_ncc`): the silhouette against the best mix of the patch's three colour
 channels, not their grey, so a red mark on a green of nearly the same grey counts with its
-full contrast. It is taken only at the few aligned placements: the search before it stays
-grey, which is a third of the cost.
+full contrast; and it reads only the ink and a thin ring around it, so the rim of a badge or
+the clutter beside a mark does not count against it. It is taken only at the few aligned
+placements: the search before it stays grey, which is a third of the cost.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size
 (after alignment, the box of the warped silhouette's ink).
@@ -56,7 +58,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc-orient-aligned-colour/7"
+METHOD = "silhouette-ncc-orient-aligned-colour-near/8"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -73,8 +75,10 @@ FINE_SIDE = 800  # the refinement runs on the photo reduced to at most this long
 COARSE_CAP = 32  # px of the mark in the coarse search
 FINE_CAP = 96  # px of the mark in the refinement
 PAD = 0.15  # ring of surround around the silhouette, as a share of its long side
+NEAR_INK = 0.0625  # of it, the part the aligned correlation reads (4 px of ALIGN_SIDE)
 CONTRAST_FLOOR = 0.03  # patch standard deviation (0..1 grey) below which a patch is flat
 CANDIDATES = 5
+SIZES_APART = 1.4  # candidates at one place are distinct where their sizes differ this much
 PLACES = 8  # best local maxima of each template's correlation also scored by edge orientation
 ORIENT_BINS = 8  # edge orientations, over 180 degrees (either polarity alike)
 ORIENT_SPREAD = 3  # px: an edge of the photo counts within this neighbourhood of the mark's
@@ -125,6 +129,17 @@ class Template:
         span = max(float(self.values.max() - self.values.min()), 1e-6)
         ink = ((self.values - self.values.min()) / span)[..., None]
         return orientations(np.repeat(ink, 3, -1))
+
+    @cached_property
+    def near(self) -> np.ndarray:
+        """The pixels `_colour_ncc` reads: the ink and NEAR_INK of the mark's size around
+        it. The rest of the ring is left out: a badge's rim, a sticker's edge or the clutter
+        beside a mark lies there and says nothing about the mark."""
+        cv2 = _cv2()
+        lo, hi = float(self.values.min()), float(self.values.max())
+        ink = (self.values > (lo + hi) / 2).astype(np.uint8)
+        r = max(1, round(NEAR_INK * self.size))
+        return cv2.dilate(ink, np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
 
 
 def template(mask: np.ndarray, size: float, angle: float) -> Template:
@@ -418,16 +433,7 @@ class Exemplar:
             cands = [c for c in cands if c[2] in self.null]
         if not cands:
             return None
-        cands.sort(key=lambda c: -self._z(c[2], c[0], c[1]))
-        picked: list[tuple] = []
-        for c in cands:  # distinct places: centres at least half a mark apart
-            th, tw = c[3].values.shape
-            cx, cy = c[4] + tw / 2, c[5] + th / 2
-            if all(abs(cx - (o[4] + o[3].values.shape[1] / 2)) > tw / 2 or
-                   abs(cy - (o[5] + o[3].values.shape[0] / 2)) > th / 2 for o in picked):
-                picked.append(c)
-            if len(picked) == CANDIDATES:
-                break
+        picked = self._pick(cands)
         fine, kf = photo.grey(FINE_SIDE)
         fine_rgb = photo.colour(FINE_SIDE)
         best: Match | None = None
@@ -443,6 +449,26 @@ class Exemplar:
             if best is None or m.score > best.score:
                 best = m
         return best
+
+    def _pick(self, cands: list[tuple]) -> list[tuple]:
+        """The CANDIDATES best coarse candidates (by z) that are distinct: a candidate is
+        passed over where a better one has its centre within half a mark of it and a size
+        within SIZES_APART of its own. A mark made of smaller copies of its own shape (nested
+        triangles, rings) matches best at the inner copy; the same place at the outer size
+        is its own candidate, since the refinement only moves the size by FINE_SCALES."""
+        cands = sorted(cands, key=lambda c: -self._z(c[2], c[0], c[1]))
+        picked: list[tuple] = []
+        for c in cands:
+            th, tw = c[3].values.shape
+            cx, cy = c[4] + tw / 2, c[5] + th / 2
+            if all(abs(cx - (o[4] + o[3].values.shape[1] / 2)) > tw / 2 or
+                   abs(cy - (o[5] + o[3].values.shape[0] / 2)) > th / 2 or
+                   max(c[3].size / o[3].size, o[3].size / c[3].size) >= SIZES_APART
+                   for o in picked):
+                picked.append(c)
+            if len(picked) == CANDIDATES:
+                break
+        return picked
 
     def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
         """m with its edge-orientation share and box measured again after aligning the
@@ -576,14 +602,16 @@ def _through(rgb: np.ndarray, w: np.ndarray, t: Template) -> np.ndarray:
 
 
 def _colour_ncc(patch: np.ndarray, t: Template) -> float:
-    """The multiple correlation of t with patch (`_through`): the |NCC| of t with the patch's
-    best linear mix of its colour channels (least squares, each channel's variance raised by
-    CONTRAST_FLOOR^2 / 3 as a ridge, so a flat patch does not match). At least the grey |NCC|
-    of the same patch, up to the floor; a mark whose colour differs from its surround's but
-    whose grey does not is seen with its contrast."""
-    x = patch.reshape(-1, 3).astype(np.float64)
+    """The multiple correlation of t with patch (`_through`) over t.near (the ink and a thin
+    ring): the |NCC| of t with the patch's best linear mix of its colour channels (least
+    squares, each channel's variance raised by CONTRAST_FLOOR^2 / 3 as a ridge, so a flat
+    patch does not match). At least the grey |NCC| over the same pixels, up to the floor; a
+    mark whose colour differs from its surround's but whose grey does not is seen with its
+    contrast."""
+    x = patch[t.near].astype(np.float64)
     x -= x.mean(0)
-    v = t.values.reshape(-1).astype(np.float64)
+    v = t.values[t.near].astype(np.float64)
+    v -= v.mean()
     n = len(v)
     c = x.T @ v / n
     cov = x.T @ x / n + np.eye(3) * CONTRAST_FLOOR ** 2 / 3

@@ -121,11 +121,47 @@ def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_c
     t = X.template(X.silhouette(_logo()), 48, 10.0)
     photo = np.asarray(_photo(3, (160, 120)), np.float32) / 255
     w = np.array([[1, 0, 30], [0, 1, 20], [0, 0, 1]], np.float32)
-    grey = photo @ np.array([0.299, 0.587, 0.114], np.float32)
-    plain = abs(X._warped_ncc(grey, w, t))
-    as_grey = X._through(np.repeat(grey[..., None], 3, -1), w, t)
-    assert X._colour_ncc(as_grey, t) == pytest.approx(plain, abs=0.02)
+    grey = X._through(np.repeat((photo @ np.array([0.299, 0.587, 0.114], np.float32))[..., None],
+                                3, -1), w, t)
+    g, v = grey[..., 0][t.near], t.values[t.near]  # the grey |NCC| over the same pixels
+    g, v = g - g.mean(), v - v.mean()
+    plain = abs(float((g * v).sum())) / float(np.sqrt((v * v).sum()) *
+                                              max(np.sqrt((g * g).sum()), 1e-9))
+    assert X._colour_ncc(grey, t) == pytest.approx(plain, abs=0.02)
     assert X._colour_ncc(X._through(photo, w, t), t) >= plain - 0.02
+
+
+def test_the_aligned_correlation_reads_the_ink_and_a_thin_ring_not_a_badge_rim() -> None:
+    import cv2
+
+    mask = X.silhouette(_logo())
+    t = X.template(mask, 60, 0.0)
+    assert t.near.mean() < 0.9 and t.near[t.values > 0].all()
+    small = cv2.resize(mask, (round(mask.shape[1] * 60 / 181), 60), interpolation=cv2.INTER_AREA)
+    pad = int(60 * X.PAD) + 2
+    here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
+    plain = np.full((200, 200, 3), 0.9, np.float32)
+    plain[70:70 + small.shape[0], 70:70 + small.shape[1]][small > 0.5] = 0.1
+    badge = plain.copy()  # the mark on a white sticker whose rim lies in the template's ring
+    rim = np.zeros((200, 200), np.uint8)
+    axes = (small.shape[1] // 2 + pad - 3, 60 // 2 + pad - 3)
+    cv2.ellipse(rim, (70 + small.shape[1] // 2, 100), axes, 0, 0, 360, 1, -1)
+    badge[rim == 0] = (0.2, 0.3, 0.6)
+    badge[70:70 + small.shape[0], 70:70 + small.shape[1]][small > 0.5] = 0.1
+    on_plain = X._colour_ncc(X._through(plain, here, t), t)
+    on_badge = X._colour_ncc(X._through(badge, here, t), t)
+    assert on_plain > 0.9 and on_badge == pytest.approx(on_plain, abs=0.05)
+    whole = X._warped_ncc(cv2.cvtColor(badge, cv2.COLOR_RGB2GRAY), here, t)  # the whole ring
+    assert abs(whole) < on_badge - 0.1
+
+
+def test_one_place_gives_a_candidate_per_size_apart_for_marks_made_of_their_own_copies() -> None:
+    ex = X.Exemplar(X.silhouette(_logo()))
+    a, b, c = (X.template(ex.mask, s, 0.0) for s in (20.0, 22.0, 34.0))
+    cands = [(0.9, 0.9, 0, a, 50, 50), (0.8, 0.9, 1, b, 49, 49), (0.7, 0.9, 3, c, 43, 43),
+             (0.6, 0.9, 0, a, 150, 50)]
+    picked = ex._pick(cands)  # uncalibrated: ranked by the plain sum
+    assert [p[3].size for p in picked] == [20.0, 34.0, 20.0]
 
 
 def test_the_share_of_edges_a_mark_explains_is_high_on_a_plain_surface_low_in_clutter() -> None:
@@ -194,7 +230,7 @@ def test_a_mark_in_perspective_is_aligned_by_a_homography(
     plain = bolt.search(img)
     assert aligned is not None and plain is not None
     assert aligned.correlation > plain.correlation + 0.05 and aligned.score > plain.score
-    assert iou(aligned.box, truth) >= 0.85
+    assert iou(aligned.box, truth) >= max(0.8, iou(plain.box, truth))
 
 
 def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exemplar) -> None:
