@@ -123,12 +123,16 @@ class Template:
     edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # the silhouette's edge points: y, x, bin
 
     @cached_property
-    def own(self) -> np.ndarray:
-        """`orientations` of the silhouette itself (its ink 0..1), for `_explained`; kept
-        with the template, which the alignment reuses across photos."""
+    def level(self) -> np.ndarray:
+        """The silhouette's coverage 0..1 in values' frame (values rescaled)."""
         span = max(float(self.values.max() - self.values.min()), 1e-6)
-        ink = ((self.values - self.values.min()) / span)[..., None]
-        return orientations(np.repeat(ink, 3, -1))
+        return (self.values - self.values.min()) / span
+
+    @cached_property
+    def own(self) -> np.ndarray:
+        """`orientations` of the silhouette itself, for `_explained`; kept with the template,
+        which the alignment reuses across photos."""
+        return orientations(np.repeat(self.level[..., None], 3, -1))
 
     @cached_property
     def near(self) -> np.ndarray:
@@ -136,8 +140,7 @@ class Template:
         it. The rest of the ring is left out: a badge's rim, a sticker's edge or the clutter
         beside a mark lies there and says nothing about the mark."""
         cv2 = _cv2()
-        lo, hi = float(self.values.min()), float(self.values.max())
-        ink = (self.values > (lo + hi) / 2).astype(np.uint8)
+        ink = (self.level > 0.5).astype(np.uint8)
         r = max(1, round(NEAR_INK * self.size))
         return cv2.dilate(ink, np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
 
