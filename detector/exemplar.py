@@ -34,8 +34,9 @@ curved surface or squashed by the camera matches its own shape only once warped;
 structure gains less from the warp than a mark does. The correlation measured there is the
 colour one (`_colour_ncc`): the silhouette against the best mix of the patch's three colour
 channels, not their grey, so a red mark on a green of nearly the same grey counts with its
-full contrast; and it reads only the ink and a thin ring around it, so the rim of a badge or
-the clutter beside a mark does not count against it. It is taken only at the few aligned
+full contrast; and it reads only inside the mark's outline (the convex hull of its ink), so
+the rim of a badge or the clutter beside a mark does not count against it, and another mark
+of the same outline (a disc, a rounded square) gains nothing from sharing it. It is taken only at the few aligned
 placements: the search before it stays grey, which is a third of the cost.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size
@@ -58,7 +59,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc-orient-aligned-colour-near/8"
+METHOD = "silhouette-ncc-orient-aligned-colour-inside/9"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -76,6 +77,7 @@ COARSE_CAP = 32  # px of the mark in the coarse search
 FINE_CAP = 96  # px of the mark in the refinement
 PAD = 0.15  # ring of surround around the silhouette, as a share of its long side
 NEAR_INK = 0.0625  # the ring the aligned correlation reads, share of the long side (4 px of 64)
+HOLLOW = 0.05  # share of the ink's convex hull not ink, below which a mark reads NEAR_INK
 CONTRAST_FLOOR = 0.03  # patch standard deviation (0..1 grey) below which a patch is flat
 CANDIDATES = 5
 SIZES_APART = 1.4  # candidates at one place are distinct where their sizes differ this much
@@ -135,12 +137,23 @@ class Template:
         return orientations(np.repeat(self.level[..., None], 3, -1))
 
     @cached_property
-    def near(self) -> np.ndarray:
-        """The pixels `_colour_ncc` reads: the ink and NEAR_INK of the mark's size around
-        it. The rest of the ring is left out: a badge's rim, a sticker's edge or the clutter
-        beside a mark lies there and says nothing about the mark."""
+    def read(self) -> np.ndarray:
+        """The pixels `_colour_ncc` reads: those inside the mark's outline (the convex hull of
+        its ink: the ink and what lies between its parts). What tells a mark from another of
+        the same outline (a disc, a rounded square: the commonest badge and app-icon shapes)
+        lies there; the ring outside holds a badge's rim, a sticker's edge or the clutter
+        beside a mark, and says nothing about it. A mark with almost nothing inside (a solid
+        convex shape: under HOLLOW of its hull not ink) reads its ink and NEAR_INK of its size
+        around it instead."""
         cv2 = _cv2()
         ink = (self.level > 0.5).astype(np.uint8)
+        ys, xs = np.nonzero(ink)
+        hull = np.zeros_like(ink)
+        if len(ys):
+            cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
+        inside = hull.astype(bool)
+        if inside.any() and 1.0 - float(ink[inside].mean()) >= HOLLOW:
+            return inside
         r = max(1, round(NEAR_INK * self.size))
         return cv2.dilate(ink, np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
 
@@ -605,15 +618,15 @@ def _through(rgb: np.ndarray, w: np.ndarray, t: Template) -> np.ndarray:
 
 
 def _colour_ncc(patch: np.ndarray, t: Template) -> float:
-    """The multiple correlation of t with patch (`_through`) over t.near (the ink and a thin
-    ring): the |NCC| of t with the patch's best linear mix of its colour channels (least
+    """The multiple correlation of t with patch (`_through`) over t.read (inside the mark's
+    outline): the |NCC| of t with the patch's best linear mix of its colour channels (least
     squares, each channel's variance raised by CONTRAST_FLOOR^2 / 3 as a ridge, so a flat
     patch does not match). At least the grey |NCC| over the same pixels, up to the floor; a
     mark whose colour differs from its surround's but whose grey does not is seen with its
     contrast."""
-    x = patch[t.near].astype(np.float64)
+    x = patch[t.read].astype(np.float64)
     x -= x.mean(0)
-    v = t.values[t.near].astype(np.float64)
+    v = t.values[t.read].astype(np.float64)
     v -= v.mean()
     n = len(v)
     c = x.T @ v / n

@@ -123,7 +123,7 @@ def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_c
     w = np.array([[1, 0, 30], [0, 1, 20], [0, 0, 1]], np.float32)
     grey = X._through(np.repeat((photo @ np.array([0.299, 0.587, 0.114], np.float32))[..., None],
                                 3, -1), w, t)
-    g, v = grey[..., 0][t.near], t.values[t.near]  # the grey |NCC| over the same pixels
+    g, v = grey[..., 0][t.read], t.values[t.read]  # the grey |NCC| over the same pixels
     g, v = g - g.mean(), v - v.mean()
     plain = abs(float((g * v).sum())) / float(np.sqrt((v * v).sum()) *
                                               max(np.sqrt((g * g).sum()), 1e-9))
@@ -131,12 +131,12 @@ def test_the_colour_correlation_is_the_grey_one_on_a_grey_patch_and_no_less_in_c
     assert X._colour_ncc(X._through(photo, w, t), t) >= plain - 0.02
 
 
-def test_the_aligned_correlation_reads_the_ink_and_a_thin_ring_not_a_badge_rim() -> None:
+def test_the_aligned_correlation_reads_inside_the_mark_not_a_badge_rim() -> None:
     import cv2
 
     mask = X.silhouette(_logo())
     t = X.template(mask, 60, 0.0)
-    assert t.near.mean() < 0.9 and t.near[t.values > 0].all()
+    assert t.read.mean() < 0.9 and t.read[t.level > 0.5].all()
     small = cv2.resize(mask, (round(mask.shape[1] * 60 / 181), 60), interpolation=cv2.INTER_AREA)
     pad = int(60 * X.PAD) + 2
     here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
@@ -153,6 +153,38 @@ def test_the_aligned_correlation_reads_the_ink_and_a_thin_ring_not_a_badge_rim()
     assert on_plain > 0.9 and on_badge == pytest.approx(on_plain, abs=0.05)
     whole = X._warped_ncc(cv2.cvtColor(badge, cv2.COLOR_RGB2GRAY), here, t)  # the whole ring
     assert abs(whole) < on_badge - 0.1
+
+
+def _disc(glyph: str | None, size: int = 120) -> Image.Image:
+    """A disc with a glyph cut out of it (the app-icon shape), or a plain one."""
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.ellipse((0, 0, size - 1, size - 1), fill=(20, 90, 200, 255))
+    if glyph == "bar":
+        d.rectangle((size * 0.2, size * 0.42, size * 0.8, size * 0.58), fill=(0, 0, 0, 0))
+    elif glyph == "cross":
+        d.rectangle((size * 0.42, size * 0.15, size * 0.58, size * 0.85), fill=(0, 0, 0, 0))
+        d.rectangle((size * 0.15, size * 0.42, size * 0.85, size * 0.58), fill=(0, 0, 0, 0))
+    return img
+
+
+def test_the_aligned_correlation_tells_marks_of_one_outline_apart_by_what_is_inside() -> None:
+    t = X.template(X.silhouette(_disc("bar")), 60, 0.0)
+    ink = t.level > 0.5
+    assert t.read[ink].all() and not t.read[~ink].all()  # the ink and its inside, no ring
+    pad = int(60 * X.PAD) + 2
+    here = np.array([[1, 0, 70 - pad], [0, 1, 70 - pad], [0, 0, 1]], np.float32)
+
+    def on_wall(glyph: str | None) -> float:
+        photo = Image.new("RGB", (200, 200), (235, 225, 200))
+        photo.paste(_disc(glyph, 60), (70, 70), _disc(glyph, 60))
+        return X._colour_ncc(X._through(np.asarray(photo, np.float32) / 255, here, t), t)
+
+    assert on_wall("bar") > 0.9
+    assert on_wall("cross") < on_wall("bar") - 0.3  # the same disc, another glyph
+    assert on_wall(None) < 0.3  # a plain disc has nothing inside to match (/8 read 0.8)
+    solid = X.template(X.silhouette(_disc(None)), 60, 0.0)  # nothing inside: the thin ring
+    assert solid.read[solid.level > 0.5].all() and solid.read[~(solid.level > 0.5)].any()
 
 
 def test_one_place_gives_a_candidate_per_size_apart_for_marks_made_of_their_own_copies() -> None:
