@@ -36,8 +36,10 @@ colour one (`_colour_ncc`): the silhouette against the best mix of the patch's t
 channels, not their grey, so a red mark on a green of nearly the same grey counts with its
 full contrast; and it reads only inside the mark's outline (the convex hull of its ink), so
 the rim of a badge or the clutter beside a mark does not count against it, and another mark
-of the same outline (a disc, a rounded square) gains nothing from sharing it. It is taken only at the few aligned
-placements: the search before it stays grey, which is a third of the cost.
+of the same outline (a disc, a rounded square) gains little from sharing it. The aligned
+edge-orientation share, likewise, counts the mark's edges inside that outline, not on it.
+The colour is taken only at the few aligned placements: the search before it stays grey,
+which is a third of the cost.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size
 (after alignment, the box of the warped silhouette's ink).
@@ -78,6 +80,7 @@ FINE_CAP = 96  # px of the mark in the refinement
 PAD = 0.15  # ring of surround around the silhouette, as a share of its long side
 NEAR_INK = 0.0625  # the ring the aligned correlation reads, share of the long side (4 px of 64)
 HOLLOW = 0.05  # share of the ink's convex hull not ink, below which a mark reads NEAR_INK
+MIN_INNER_EDGES = 12  # of the EDGE_POINTS inside the outline, for the aligned orientation share
 CONTRAST_FLOOR = 0.03  # patch standard deviation (0..1 grey) below which a patch is flat
 CANDIDATES = 5
 SIZES_APART = 1.4  # candidates at one place are distinct where their sizes differ this much
@@ -135,6 +138,15 @@ class Template:
         """`orientations` of the silhouette itself, for `_explained`; kept with the template,
         which the alignment reuses across photos."""
         return orientations(np.repeat(self.level[..., None], 3, -1))
+
+    @cached_property
+    def inner(self) -> np.ndarray:
+        """Which of `edges` lie inside the outline `read` holds (2 px in from its edge): the
+        alignment's edge-orientation share is taken over these where there are MIN_INNER_EDGES
+        (another mark of the same outline meets the outline's edges as well as this one)."""
+        cv2 = _cv2()
+        m = cv2.erode(self.read.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        return m[self.edges[0], self.edges[1]]
 
     @cached_property
     def read(self) -> np.ndarray:
@@ -529,6 +541,8 @@ class Exemplar:
                round(float(p[:, 0].max())), round(float(p[:, 1].max())))
         rmap = orientations(rgb)
         ey, ex_, eb = t.edges
+        if t.inner.sum() >= MIN_INNER_EDGES:
+            ey, ex_, eb = ey[t.inner], ex_[t.inner], eb[t.inner]
         ori = m.orientation
         if len(ey):
             pts = cv2.perspectiveTransform(

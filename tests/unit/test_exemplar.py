@@ -187,6 +187,19 @@ def test_the_aligned_correlation_tells_marks_of_one_outline_apart_by_what_is_ins
     assert solid.read[solid.level > 0.5].all() and solid.read[~(solid.level > 0.5)].any()
 
 
+def test_the_aligned_orientation_share_counts_the_edges_inside_the_outline() -> None:
+    t = X.template(X.silhouette(_disc("bar")), 64, 0.0)
+    ys, xs, _ = t.edges
+    centre = (t.values.shape[0] / 2, t.values.shape[1] / 2)
+    radius = np.hypot(ys - centre[0], xs - centre[1])
+    inner = t.inner
+    assert inner.sum() >= X.MIN_INNER_EDGES
+    assert (radius[inner] < 0.45 * 64).all()  # the bar's edges, none of the disc's rim
+    assert (~inner).sum() >= X.MIN_INNER_EDGES and (radius[~inner] > 0.4 * 64).all()
+    solid = X.template(X.silhouette(_disc(None)), 64, 0.0)
+    assert solid.inner.all()  # nothing inside: every edge counts, as before
+
+
 def test_one_place_gives_a_candidate_per_size_apart_for_marks_made_of_their_own_copies() -> None:
     ex = X.Exemplar(X.silhouette(_logo()))
     a, b, c = (X.template(ex.mask, s, 0.0) for s in (20.0, 22.0, 34.0))
