@@ -272,13 +272,19 @@ def _feed(train_dir: Path) -> list[Path]:
     return [feed[i] for i in np.random.default_rng(0).permutation(len(feed))[:CALIBRATION_IMAGES]]
 
 
+def photo_group(file: str) -> str:
+    """The source photo group an image of `build_side` was drawn on (its name's prefix)."""
+    return Path(file).name.split("_nohash_")[0]
+
+
 def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
                 all_brands: list[rl.Brand]) -> dict[str, Any]:
     """Protocol (c) on a training side alone, for choosing the matcher's constants and its
     threshold rule where no test photo is read: use seeds no benchmark run tests (10, 11).
-    The side's images are halved at random: one half is the feed (the brand in 8 % of it, as
-    in (c)), the other is scored (25 a brand against 275). The halves share the side's source
-    photos, so these numbers rank variants; they are not test numbers."""
+    The side's images are halved by source photo, as the two sides are: the images drawn on
+    half of the side's photo groups are the feed (the brand in about 8 % of it, as in (c)),
+    the rest are scored (about 25 a brand against 275), so no scored image shares a photo
+    with the feed. They rank variants; they are not test numbers."""
     from detector.synth import read_manifest
 
     work = Path(args.work) / f"seed{seed}"
@@ -292,10 +298,11 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     train_dir = build_side(work / "train", "train", targets, photos, others, seed,
                            round(PER_BRAND_TRAIN * n), round(NEGATIVE_TRAIN * n), boxes=False)
     rows = read_manifest(train_dir / "truth.csv")
-    order = np.random.default_rng([seed, 99]).permutation(len(rows))
-    half = len(rows) // 2
-    feed = [train_dir / rows[i].file for i in order[:half]]
-    scored = [rows[i] for i in order[half:]]
+    groups = sorted({photo_group(r.file) for r in rows})
+    order = np.random.default_rng([seed, 99]).permutation(len(groups))
+    in_feed = {groups[int(i)] for i in order[:len(groups) // 2]}
+    feed = [train_dir / r.file for r in rows if photo_group(r.file) in in_feed]
+    scored = [r for r in rows if photo_group(r.file) not in in_feed]
     res: dict[str, Any] = {"brands": [b.slug for b in targets], "tuning": True, "protocols": {
         "logo_file_exemplar": exemplar_protocol(work, targets, feed, train_dir, scored,
                                                 args.workers, raw=True)}}

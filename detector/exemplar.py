@@ -37,9 +37,13 @@ channels, not their grey, so a red mark on a green of nearly the same grey count
 full contrast; and it reads only inside the mark's outline (the convex hull of its ink), so
 the rim of a badge or the clutter beside a mark does not count against it, and another mark
 of the same outline (a disc, a rounded square) gains little from sharing it. The aligned
-edge-orientation share, likewise, counts the mark's edges inside that outline, not on it.
-The colour is taken only at the few aligned placements: the search before it stays grey,
-which is a third of the cost.
+edge-orientation share, likewise, counts the mark's edges inside that outline, not on it;
+it is read on the photo sampled in the mark's frame (so an edge in perspective meets the
+mark's edge at the mark's orientation) and corrected for chance (`_orientation_kappa`): in
+grass, a grid of lights or a starfield every orientation is met everywhere, so the share met
+at the perpendicular orientation is taken off. The colour and that correction are taken only
+at the few aligned placements: the search before it stays grey, which is a third of the
+cost.
 
 The search gives the mark's box with its score: where a detection is, at the mark's size
 (after alignment, the box of the warped silhouette's ink).
@@ -61,7 +65,7 @@ from PIL import Image
 
 # Stored in every bundle that matches logo files, checked on load: change it whenever a
 # constant below or the score changes, since stored scores and thresholds depend on them.
-METHOD = "silhouette-ncc-orient-aligned-colour-inside/9"
+METHOD = "silhouette-ncc-orient-aligned-colour-inside-kappa/10"
 THRESHOLD_QUANTILE = 0.99  # of the feed's scores: about 1 feed image in 100 is called present
 
 WORK_SIDE = 400  # the coarse search runs on the photo reduced to this long side
@@ -499,12 +503,12 @@ class Exemplar:
         return picked
 
     def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
-        """m with its edge-orientation share and box measured again after aligning the
+        """m with its box and measures taken again (`_colour_measured`) after aligning the
         silhouette to fine by a homography (OpenCV's ECC, which maximises the grey correlation
         itself): a mark printed in perspective or on a curved surface matches its own shape
-        only once warped. Its correlation becomes the colour one (`_colour_ncc`) through the
-        warp; where the alignment fails or moves a corner more than ALIGN_SHIFT of the mark,
-        at the placement the search found, the rest of m as it is."""
+        only once warped. Where the alignment fails or moves a corner more than ALIGN_SHIFT
+        of the mark, the measures are taken at the placement the search found, the box as it
+        is."""
         cv2 = _cv2()
         t = self._fine_template(ALIGN_SIDE, round(m.angle, 1))
         th, tw = t.values.shape
@@ -539,18 +543,8 @@ class Exemplar:
         p = cv2.perspectiveTransform(ink, w)[:, 0] / q + (x0, y0)
         box = (round(float(p[:, 0].min())), round(float(p[:, 1].min())),
                round(float(p[:, 0].max())), round(float(p[:, 1].max())))
-        rmap = orientations(rgb)
-        ey, ex_, eb = t.edges
-        if t.inner.sum() >= MIN_INNER_EDGES:
-            ey, ex_, eb = ey[t.inner], ex_[t.inner], eb[t.inner]
-        ori = m.orientation
-        if len(ey):
-            pts = cv2.perspectiveTransform(
-                np.stack([ex_, ey], -1).astype(np.float32)[:, None], w)[:, 0]
-            px = np.clip(np.round(pts[:, 0]).astype(int), 0, wh[0] - 1)
-            py = np.clip(np.round(pts[:, 1]).astype(int), 0, wh[1] - 1)
-            ori = float(rmap[eb, py, px].mean())
-        return _colour_measured(Match(m.score, m.correlation, box, m.size, m.angle, ori), rgb, w, t)
+        return _colour_measured(Match(m.score, m.correlation, box, m.size, m.angle,
+                                      m.orientation), rgb, w, t)
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""
@@ -669,12 +663,35 @@ def _explained(patch: np.ndarray, t: Template) -> float:
     return float(t.own[b, ys, xs].sum()) / max(len(ys), MIN_EDGES)
 
 
+def _orientation_kappa(patch: np.ndarray, t: Template) -> float | None:
+    """The edge-orientation share of t in patch (`_through`: the photo in t's frame, so a
+    mark in perspective has its edges at t's orientations), corrected for chance: the share
+    of t's edges met at their orientation less the share met at the perpendicular one, over
+    one less that (floored at 0.1), like Cohen's kappa. In a dense texture (grass, a grid of
+    lights, a starfield) every orientation is met everywhere, so the raw share is near 1
+    wherever the mark is put; the perpendicular share is as high there, and near 0 along a
+    mark's own edges. Over t's edges inside its outline where there are MIN_INNER_EDGES
+    (`Template.inner`); None where t has no edge."""
+    ey, ex_, eb = t.edges
+    if t.inner.sum() >= MIN_INNER_EDGES:
+        ey, ex_, eb = ey[t.inner], ex_[t.inner], eb[t.inner]
+    if len(ey) == 0:
+        return None
+    rmap = orientations(patch)
+    met = float(rmap[eb, ey, ex_].mean())
+    perp = float(rmap[(eb + ORIENT_BINS // 2) % ORIENT_BINS, ey, ex_].mean())
+    return (met - perp) / max(1.0 - perp, 0.1)
+
+
 def _colour_measured(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
-    """m with its correlation the colour one (`_colour_ncc`) and the share of edges it
-    explains (`_explained`) at the placement w (t's pixels to rgb's)."""
+    """m measured again at the placement w (t's pixels to rgb's), on the photo sampled in t's
+    frame: its correlation the colour one (`_colour_ncc`), its edge-orientation share the
+    chance-corrected one (`_orientation_kappa`) and the share of the photo's edges it
+    explains (`_explained`)."""
     patch = _through(rgb, w, t)
-    return Match(m.score, _colour_ncc(patch, t), m.box, m.size, m.angle, m.orientation,
-                 _explained(patch, t))
+    ori = _orientation_kappa(patch, t)
+    return Match(m.score, _colour_ncc(patch, t), m.box, m.size, m.angle,
+                 m.orientation if ori is None else ori, _explained(patch, t))
 
 
 def _box(x: int, y: int, t: Template) -> tuple[int, int, int, int]:
