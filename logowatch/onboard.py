@@ -22,7 +22,7 @@ resumes where it stopped (files already fetched are reused):
 
 Until issue 22, step 3 was "draw the logo onto the feed and train a head on the backbone's
 embedding": on real marks in photographs that measured AP 0.08-0.12 (chance 0.05), the logo
-file matched by its outline, edges and colour 0.696 (docs/benchmarks.md). Images are kept in
+file matched by its outline, edges and colour 0.72 (docs/benchmarks.md). Images are kept in
 the work folder only while the command runs; a successful run deletes them.
 """
 
@@ -157,7 +157,7 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     print(f"  threshold {logo.threshold:.2f} standard deviations above the feed's typical best "
           f"match: {logo.info['feed_above']} of {logo.info['feed_images']} feed images are "
           "above it. On real marks in photographs (bench.real_logos, 12 brands) this rule "
-          "measured precision 1.00 (1.00-1.00 by brand) and recall 0.14 (0.05-0.33) "
+          "measured precision 1.00 (1.00-1.00 by brand) and recall 0.14 (0.03-0.35) "
           "(docs/benchmarks.md); your own posts are measured only by 'logowatch brands "
           f"review {brand}'")
     if labelled.positives or labelled.negatives:
