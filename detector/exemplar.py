@@ -346,7 +346,7 @@ class Match:
     box: tuple[int, int, int, int]  # the mark, in the input image's pixels
     size: float
     angle: float
-    orientation: float = 0.0  # share of the silhouette's edges met in the photo
+    orientation: float = 0.0  # share of its edges met in the photo (aligned: `_orientation_kappa`)
     explained: float = 0.0  # share of the photo's edges there that the mark's edges explain
 
 
@@ -503,7 +503,7 @@ class Exemplar:
         return picked
 
     def _align(self, fine: np.ndarray, fine_rgb: np.ndarray, m: Match) -> Match:
-        """m with its box and measures taken again (`_colour_measured`) after aligning the
+        """m with its box and measures taken again (`_measured_at`) after aligning the
         silhouette to fine by a homography (OpenCV's ECC, which maximises the grey correlation
         itself): a mark printed in perspective or on a curved surface matches its own shape
         only once warped. Where the alignment fails or moves a corner more than ALIGN_SHIFT
@@ -533,18 +533,18 @@ class Exemplar:
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ALIGN_ITERATIONS, 1e-4),
                 None, 3)
         except cv2.error:  # did not converge: the placement stays as the search found it
-            return _colour_measured(m, rgb, w0, t)
+            return _measured_at(m, rgb, w0, t)
         corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], np.float32)[:, None]
         moved = cv2.perspectiveTransform(corners, w) - cv2.perspectiveTransform(corners, w0)
         if not np.isfinite(moved).all() or np.abs(moved).max() > ALIGN_SHIFT * max(th, tw):
-            return _colour_measured(m, rgb, w0, t)
+            return _measured_at(m, rgb, w0, t)
         ink = np.array([[t.ink[0], t.ink[1]], [t.ink[2], t.ink[1]], [t.ink[2], t.ink[3]],
                         [t.ink[0], t.ink[3]]], np.float32)[:, None]
         p = cv2.perspectiveTransform(ink, w)[:, 0] / q + (x0, y0)
         box = (round(float(p[:, 0].min())), round(float(p[:, 1].min())),
                round(float(p[:, 0].max())), round(float(p[:, 1].max())))
-        return _colour_measured(Match(m.score, m.correlation, box, m.size, m.angle,
-                                      m.orientation), rgb, w, t)
+        return _measured_at(Match(m.score, m.correlation, box, m.size, m.angle, m.orientation),
+                            rgb, w, t)
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""
@@ -683,7 +683,7 @@ def _orientation_kappa(patch: np.ndarray, t: Template) -> float | None:
     return (met - perp) / max(1.0 - perp, 0.1)
 
 
-def _colour_measured(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
+def _measured_at(m: Match, rgb: np.ndarray, w: np.ndarray, t: Template) -> Match:
     """m measured again at the placement w (t's pixels to rgb's), on the photo sampled in t's
     frame: its correlation the colour one (`_colour_ncc`), its edge-orientation share the
     chance-corrected one (`_orientation_kappa`) and the share of the photo's edges it
