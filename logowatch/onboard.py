@@ -36,6 +36,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,23 +188,47 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     return 0
 
 
-def _open_rgb(path: Path) -> Any:
-    from PIL import Image
+def _decoded_bytes(data: bytes) -> tuple[Any, tuple[int, int]]:
+    """(image, full size) of an image's bytes, decoded as the worker and the backfill decode
+    them before they match logos (`workers.rows.logo_scores`), so that a threshold is set on
+    the very pixels it is applied to; raises `ImageError`."""
+    from detector.exemplar import FINE_SIDE
+    from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for
 
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    return decode_for(data, FINE_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
+
+
+def _decoded(path: Path) -> tuple[Any, tuple[int, int]]:
+    return _decoded_bytes(path.read_bytes())
+
+
+class _Images(Sequence[Any]):
+    """Image files decoded on each access (`_decoded`): a feed of hundreds is read twice by
+    `BrandLogo.calibrated` and need not be held in memory at full size."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: Any) -> Any:
+        return _decoded(self.paths[i])[0]
 
 
 def _calibrate(args: argparse.Namespace, brand: str, logos: list[Any], feed: list[Path]) -> Any:
     from detector.exemplar import THRESHOLD_QUANTILE, BrandLogo
     from detector.progress import progress
 
-    images = []
+    readable = []
     for path in feed:
         try:
-            images.append(_open_rgb(path))
+            _decoded(path)
         except Exception as exc:  # a --backgrounds file Pillow cannot read
             log.warning("%s: not used (%s)", path, config.first_line(exc))
+        else:
+            readable.append(path)
+    images = _Images(readable)
     if len(images) < MIN_FEED:
         raise WorkerError(f"only {len(images)} images to calibrate the logo on (need "
                           f"{MIN_FEED} or more): process more posts first, or pass "
@@ -222,7 +247,7 @@ def _calibrate(args: argparse.Namespace, brand: str, logos: list[Any], feed: lis
 
 def _on_reviewed(logo: Any, labelled: Feed) -> str:
     """Precision and recall at the threshold on the posts a person confirmed or rejected."""
-    hit = {p: logo.find(_open_rgb(p))[0] >= 0.5 for p in labelled.positives + labelled.negatives}
+    hit = {p: logo.find(_decoded(p)[0])[0] >= 0.5 for p in labelled.positives + labelled.negatives}
     tp = sum(hit[p] for p in labelled.positives)
     fp = sum(hit[p] for p in labelled.negatives)
     precision = f"{tp / (tp + fp):.2f}" if tp + fp else "n/a (nothing called present)"
@@ -338,8 +363,8 @@ def _fetch_labelled(args: argparse.Namespace, brand: str, work: Path) -> Feed:
 
 def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
            what: str) -> tuple[dict[str, Path], dict[str, int]]:
-    """(post id → JPEG file for each image that could be fetched and decoded, failures by
-    kind); files already in ``folder`` (an earlier run) are not fetched again."""
+    """(post id → file of each image that could be fetched and decoded, as fetched; failures
+    by kind); files already in ``folder`` (an earlier run) are not fetched again."""
     from detector.progress import progress
     from workers.fetch import Fetcher
 
@@ -352,10 +377,10 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
     def one(item: tuple[str, str]) -> Path | str:
         """The image's file, or why it could not be had."""
         post_id, url = item
-        path = folder / (hashlib.sha1(post_id.encode()).hexdigest()[:16] + ".jpg")
+        path = folder / (hashlib.sha1(post_id.encode()).hexdigest()[:16] + ".img")
         if not path.exists():
             try:
-                _save_small(fetcher.fetch(url), path)
+                _save_fetched(fetcher.fetch(url), path)
             except Exception as exc:  # a dead URL, a hostile server, an undecodable image
                 log.debug("%s: %s", post_id, config.first_line(exc))
                 return type(exc).__name__
@@ -378,31 +403,14 @@ def _fetch(args: argparse.Namespace, items: list[tuple[str, str]], folder: Path,
     return out, dict(errors)
 
 
-FULL_SIZE = "logowatch-full-size"
-
-
-def _full_size(img: Any) -> tuple[int, int] | None:
-    """The full size `_save_small` wrote into a file's JPEG comment, if it did."""
-    words = bytes(img.info.get("comment", b"")).decode("ascii", "replace").split()
-    if len(words) == 2 and words[0] == FULL_SIZE:
-        w, _, h = words[1].partition("x")
-        if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
-            return int(w), int(h)
-    return None
-
-
-def _save_small(data: bytes, path: Path) -> None:
-    """Decode with the worker's guarded decoder, shrink to the size logos are matched at,
-    write as JPEG (atomically)."""
-    from detector.exemplar import FINE_SIDE
-    from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for
-
-    img, full = decode_for(data, FINE_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
-    img.thumbnail((FINE_SIDE, FINE_SIDE))
-    buf = io.BytesIO()  # the comment keeps the full size, which detection boxes are given in
-    img.save(buf, "JPEG", quality=92, comment=f"{FULL_SIZE} {full[0]}x{full[1]}".encode())
+def _save_fetched(data: bytes, path: Path) -> None:
+    """The image's bytes as fetched (atomically), once the worker's guarded decoder has read
+    them: calibration and review then decode what the worker decodes (`_decoded`). A copy
+    re-encoded smaller scored differently from the post the worker scores, so the feed's own
+    images could land above the threshold set on them."""
+    _decoded_bytes(data)
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(buf.getvalue())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -533,10 +541,8 @@ def _contact_sheet(brand: str, current: Any, picked: list[Any],
     draw = ImageDraw.Draw(sheet)
     cards = []
     for i, r in enumerate(shown):
-        with Image.open(images[r.post_id]) as img:
-            full = _full_size(img)
-            thumb = img.convert("RGB")
-            thumb.thumbnail((cell - 8, cell - 8))
+        thumb, full = _decoded(images[r.post_id])
+        thumb.thumbnail((cell - 8, cell - 8))
         x, y = (i % cols) * cell, (i // cols) * (cell + 28)
         colour = (0, 130, 0) if r.present else (160, 0, 0)
         if r.region and full:  # where the detection is: the mark's box, or the best tile

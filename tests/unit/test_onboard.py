@@ -162,16 +162,22 @@ def test_train_brand_adds_one_head_and_leaves_the_others_bit_identical(
     assert report["validation_positives"] > 0 and "optimistic" in report["note"]
 
 
-def test_a_fetched_feed_image_is_kept_small_with_its_full_size_for_boxes(tmp_path: Path) -> None:
+def test_a_fetched_image_is_kept_as_fetched_and_read_as_the_worker_decodes_it(
+        tmp_path: Path) -> None:
     import io
 
-    from logowatch.onboard import _full_size, _save_small
+    from detector.exemplar import FINE_SIDE
+    from detector.preprocess import ImageError, decode_for
+    from logowatch.onboard import _decoded, _save_fetched
 
     buf = io.BytesIO()
-    Image.new("RGB", (2400, 1200), (30, 90, 160)).save(buf, "PNG")
-    _save_small(buf.getvalue(), tmp_path / "a.jpg")
-    with Image.open(tmp_path / "a.jpg") as img:
-        assert img.size == (800, 400) and _full_size(img) == (2400, 1200)
-    Image.new("RGB", (20, 10)).save(tmp_path / "b.jpg", comment=b"logowatch-full-size 0x9")
-    with Image.open(tmp_path / "b.jpg") as img:
-        assert _full_size(img) is None  # a comment not ours, or a zero size: no box drawn
+    Image.new("RGB", (2400, 1200), (30, 90, 160)).save(buf, "JPEG", quality=80)
+    _save_fetched(buf.getvalue(), tmp_path / "a.img")
+    assert (tmp_path / "a.img").read_bytes() == buf.getvalue()  # not re-encoded
+    img, full = _decoded(tmp_path / "a.img")
+    worker, worker_full = decode_for(buf.getvalue(), FINE_SIDE)  # what logo_scores matches
+    assert full == worker_full == (2400, 1200) and max(img.size) >= FINE_SIDE
+    assert np.array_equal(np.asarray(img), np.asarray(worker))
+    with pytest.raises(ImageError):
+        _save_fetched(b"<html>not an image</html>", tmp_path / "b.img")
+    assert not list(tmp_path.glob("b.*"))  # nothing is written for bytes that do not decode
