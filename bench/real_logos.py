@@ -272,11 +272,6 @@ def _feed(train_dir: Path) -> list[Path]:
     return [feed[i] for i in np.random.default_rng(0).permutation(len(feed))[:CALIBRATION_IMAGES]]
 
 
-def photo_group(file: str) -> str:
-    """The source photo group an image of `build_side` was drawn on (its name's prefix)."""
-    return Path(file).name.split("_nohash_")[0]
-
-
 def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
                 all_brands: list[rl.Brand]) -> dict[str, Any]:
     """Protocol (c) on a training side alone, for choosing the matcher's constants and its
@@ -285,6 +280,7 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     half of the side's photo groups are the feed (the brand in about 8 % of it, as in (c)),
     the rest are scored (about 25 a brand against 275), so no scored image shares a photo
     with the feed. They rank variants; they are not test numbers."""
+    from detector.datasets import group_of
     from detector.synth import read_manifest
 
     work = Path(args.work) / f"seed{seed}"
@@ -298,11 +294,12 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     train_dir = build_side(work / "train", "train", targets, photos, others, seed,
                            round(PER_BRAND_TRAIN * n), round(NEGATIVE_TRAIN * n), boxes=False)
     rows = read_manifest(train_dir / "truth.csv")
-    groups = sorted({photo_group(r.file) for r in rows})
+    group = {r.file: group_of(Path(r.file).name) for r in rows}  # the source photo's
+    groups = sorted(set(group.values()))
     order = np.random.default_rng([seed, 99]).permutation(len(groups))
     in_feed = {groups[int(i)] for i in order[:len(groups) // 2]}
-    feed = [train_dir / r.file for r in rows if photo_group(r.file) in in_feed]
-    scored = [r for r in rows if photo_group(r.file) not in in_feed]
+    feed = [train_dir / r.file for r in rows if group[r.file] in in_feed]
+    scored = [r for r in rows if group[r.file] not in in_feed]
     res: dict[str, Any] = {"brands": [b.slug for b in targets], "tuning": True, "protocols": {
         "logo_file_exemplar": exemplar_protocol(work, targets, feed, train_dir, scored,
                                                 args.workers, raw=True)}}

@@ -52,10 +52,15 @@ class Example:
         return self.path.name
 
 
+def group_of(file_name: str) -> str:
+    """The group a file belongs to: its name before `_nohash_` (images drawn on one source
+    photo share it, so they land in one split)."""
+    return re.sub(r"_nohash_.*$", "", file_name)
+
+
 def split_of(file_name: str, validation_pct: float = 10.0, test_pct: float = 10.0) -> str:
-    """retrain.py's scheme: a SHA-1 of the name (before `_nohash_`) picks the set, forever."""
-    stem = re.sub(r"_nohash_.*$", "", file_name)
-    digest = int(hashlib.sha1(stem.encode("utf-8")).hexdigest(), 16)
+    """retrain.py's scheme: a SHA-1 of the name's group (`group_of`) picks the set, forever."""
+    digest = int(hashlib.sha1(group_of(file_name).encode("utf-8")).hexdigest(), 16)
     pct = (digest % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
     if pct < validation_pct:
         return "validation"
