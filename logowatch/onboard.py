@@ -220,15 +220,7 @@ def _calibrate(args: argparse.Namespace, brand: str, logos: list[Any], feed: lis
     from detector.exemplar import THRESHOLD_QUANTILE, BrandLogo
     from detector.progress import progress
 
-    readable = []
-    for path in feed:
-        try:
-            _decoded(path)
-        except Exception as exc:  # a --backgrounds file Pillow cannot read
-            log.warning("%s: not used (%s)", path, config.first_line(exc))
-        else:
-            readable.append(path)
-    images = _Images(readable)
+    images = _Images(feed)  # each fetched or given file decoded once already, to vet it
     if len(images) < MIN_FEED:
         raise WorkerError(f"only {len(images)} images to calibrate the logo on (need "
                           f"{MIN_FEED} or more): process more posts first, or pass "
@@ -327,7 +319,14 @@ def _folder_images(folder: Path) -> Feed:
 
     if not folder.is_dir():
         raise WorkerError(f"--backgrounds {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS):
+        try:
+            _decoded(path)
+        except Exception as exc:  # a file Pillow cannot read, or one the decoder refuses
+            log.warning("%s: not used (%s)", path, config.first_line(exc))
+        else:
+            files.append(path)
     return Feed(negatives=files)
 
 
