@@ -147,8 +147,24 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / union if union else 0.0
 
 
-def score_test(bundle_path: Path, test_dir: Path, cache: Path) -> dict[str, Any]:
-    """Scores and regions of every test image as the worker computes them."""
+def _logo_found(job: tuple[Path, str, list[Path]]) -> list[Any]:
+    """One logo brand's (score, box) on each image, as the worker finds them (a process)."""
+    from detector.bundle import load_bundle
+    from detector.preprocess import DEFAULT_MAX_PIXELS
+    from workers.rows import logo_scores
+
+    path, brand, images = job
+    logos = {brand: load_bundle(path, embed=False).logos[brand]}
+    return [logo_scores(logos, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
+
+
+def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,
+               ) -> dict[str, Any]:
+    """Scores and regions of every test image as the worker computes them: each head's per
+    view, each logo brand's (score, box) in "found"."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from detector.bundle import load_bundle
     from detector.datasets import BottleneckCache, image_size, list_examples
     from detector.train import gather
@@ -163,7 +179,13 @@ def score_test(bundle_path: Path, test_dir: Path, cache: Path) -> dict[str, Any]
         if b.tiles is not None and feats.tiles is not None:
             emb = np.concatenate([emb, feats.tiles[n]])
         views.append(b.score(emb))
-    return {"bundle": b, "examples": examples, "views": views,
+    found: dict[str, list[Any]] = {}
+    if b.logos:  # fresh processes: this one holds TensorFlow's threads
+        jobs = [(bundle_path, brand, [e.path for e in examples]) for brand in b.logos]
+        with ProcessPoolExecutor(max(1, min(workers, len(jobs))),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            found = dict(zip(b.logos, pool.map(_logo_found, jobs), strict=True))
+    return {"bundle": b, "examples": examples, "views": views, "found": found,
             "sizes": [image_size(e.path) for e in examples]}
 
 
@@ -185,12 +207,21 @@ def measures(y: np.ndarray, s: np.ndarray, small: np.ndarray, thr: float,
             "positives": int(y.sum()), "small_positives": int(small.sum())}
 
 
-def metrics(scored: dict[str, Any], brand: str, thr: float, j: int) -> dict[str, Any]:
-    ex = scored["examples"]
+def metrics(scored: dict[str, Any], brand: str) -> dict[str, Any]:
+    """One brand's measures at its threshold in the bundle, from its head or its logo."""
+    ex, b = scored["examples"], scored["bundle"]
     y = np.array([brand in e.brands for e in ex])
-    s = np.array([v[:, j].max() for v in scored["views"]])
     small = np.array([e.small for e in ex]) & y
-    spec = scored["bundle"].tiles
+    if brand in scored["found"]:
+        thr = 0.5  # a logo brand's score is centred on its threshold
+        s = np.array([score for score, _ in scored["found"][brand]])
+        hits = [iou(box, e.boxes[0]) >= 0.5 for e, yy, (score, box)
+                in zip(ex, y, scored["found"][brand], strict=True)
+                if yy and score >= thr and box is not None and e.boxes]
+        return {**measures(y, s, small, thr, hits), "matched_mark": True}
+    thr, j = b.thresholds[brand], b.brands.index(brand)
+    s = np.array([v[:, j].max() for v in scored["views"]])
+    spec = b.tiles
     hits = []
     for n, e in enumerate(ex):
         if not (y[n] and s[n] >= thr and e.boxes):
@@ -343,12 +374,10 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     if not (bundle_a / "bundle.json").is_file():
         train_bundle(train_dir, bundle_a, config=TrainConfig(), cache_dir=cache, seed=seed)
     timings["train_labelled"] = round(time.time() - t, 1)
-    scored = score_test(bundle_a, test_dir, cache)
-    b = scored["bundle"]
-    res["protocols"]["labelled_photos"] = {
-        x.slug: metrics(scored, x.slug, b.thresholds[x.slug], b.brands.index(x.slug))
-        for x in targets}
-    res["taps"] = b.metadata["backbone"].get("taps")
+    scored = score_test(bundle_a, test_dir, cache, args.workers)
+    res["protocols"]["labelled_photos"] = {x.slug: metrics(scored, x.slug) for x in targets}
+    res["taps"] = scored["bundle"].metadata["backbone"].get("taps")
+    res["labelled_validation"] = scored["bundle"].metadata["metrics"]["validation"]
     if not args.skip_logo:
         feed = sorted(p for p in train_dir.rglob("*.jpg"))
         res["protocols"]["logo_file"] = {}
@@ -362,9 +391,8 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
                 _, report = train_brand(onb, bundle_a, out, x.slug, cache_dir=cache, seed=seed)
                 (work / f"onboard-{x.slug}.json").write_text(json.dumps(report, indent=2))
             report = json.loads((work / f"onboard-{x.slug}.json").read_text())
-            sc = score_test(out, test_dir, cache)
-            m = metrics(sc, x.slug, sc["bundle"].thresholds[x.slug],
-                        sc["bundle"].brands.index(x.slug))
+            sc = score_test(out, test_dir, cache, args.workers)
+            m = metrics(sc, x.slug)
             m["printed_validation_precision"] = report.get("validation_precision")
             m["printed_validation_recall"] = report.get("validation_recall")
             res["protocols"]["logo_file"][x.slug] = m

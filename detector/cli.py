@@ -104,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="try L2 strengths 0.001-1 (x with/without augmented positives) per "
                         "head, keep the best on validation PR-AUC")
     p.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this folder")
+    p.add_argument("--no-marks", action="store_true",
+                   help="heads only: do not mine each brand's mark from its photos for the "
+                        "logo matcher (by default it replaces a head it beats on validation)")
     _add_cache(p)
     p.add_argument("--brand", action="append", default=None,
                    help="train only this brand (repeatable); with --base, adds or replaces "
@@ -198,6 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         taps=tuple(args.taps.split(",")) if args.taps else None,
         threshold_policy=args.threshold, seed=args.seed, validation_pct=args.validation_pct,
         test_pct=args.test_pct, search=args.search, tensorboard=args.tensorboard,
+        marks=not args.no_marks,
     )
     out = train_bundle(args.data, args.out, backbone=args.backbone, weights=args.weights,
                        input_size=args.input_size, progress=not args.no_progress, config=cfg,

@@ -144,7 +144,7 @@ def test_train_defaults_to_the_imported_weights_and_the_bundle_reloads_offline(
              size=(120, 90))
     out = train_bundle(tmp_path / "data", tmp_path / "b", input_size=75, progress=False,
                        config=TrainConfig(augment=0, tiles=None, validation_pct=30,
-                                          test_pct=0, taps=("mixed2:max",)))
+                                          test_pct=0, taps=("mixed2:max",), marks=False))
     bb = json.loads((out / "bundle.json").read_text())["backbone"]
     assert bb["weights"] == "nsfwjs@4.4.0" and bb["weights_source"] == "nsfwjs"
     assert bb["random_weights"] is False and bb["taps"] == ["mixed2:max"]

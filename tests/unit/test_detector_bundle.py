@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25)
+    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25, marks=False)  # heads
     return train_bundle(data_dir, tmp_path_factory.mktemp("b") / "bundle", input_size=SIZE,
                         weights="none", progress=False, config=cfg)
 
@@ -114,7 +114,7 @@ def test_embed_pads_to_bucket_sizes_each_traced_once(bundle: Bundle) -> None:
 def test_adding_a_brand_keeps_the_other_heads(bundle_dir: Path, data_dir: Path,
                                               tmp_path: Path) -> None:
     base = load_bundle(bundle_dir, embed=False)
-    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25, seed=5)
+    cfg = TrainConfig(augment=1, validation_pct=25, test_pct=25, seed=5, marks=False)
     out = train_bundle(data_dir, tmp_path / "more", input_size=SIZE, progress=False,
                        config=cfg, brands=["globex"], base_bundle=bundle_dir)
     grown = load_bundle(out, embed=False)

@@ -47,3 +47,8 @@ def test_train_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LOGOWATCH_WEIGHTS", "none")
     args = parser().parse_args(["train", "data", "--out", "b"])
     assert args.weights == "none" and args.tiles == 2 and args.threshold == "precision>=0.9"
+
+
+def test_train_mines_marks_unless_told_not_to() -> None:
+    assert parser().parse_args(["train", "data", "--out", "b"]).no_marks is False
+    assert parser().parse_args(["train", "data", "--out", "b", "--no-marks"]).no_marks is True

@@ -1,0 +1,286 @@
+"""A brand's mark found in its labelled photos, so that `logowatch train` can match it
+(`detector.exemplar`) where a head on frozen features cannot tell it from the photo.
+
+A user's folder of a brand's photos shares one thing the other folders lack: the mark. Each
+photo's SIFT keypoints (on its grey and on its negative, so that a white mark on a dark shirt
+meets a dark mark on a light one) look for their near neighbours among every keypoint of the
+brand's other photos and of photos without it; a keypoint votes for the number of other brand
+photos it meets, less the number of brand-less photos it meets scaled to as many photos. A
+background shared by two posts of one brand is met in the brand-less photos too and cancels;
+the mark is met in the brand's photos alone. The strongest votes of a photo, less those far
+from their median, bound the mark in it; the photos whose marks have the most votes give the
+`Candidate`s. In a candidate's crop, two colour clusters (Lab, k-means) split the mark from
+its surround: the mark is the cluster the crop's border holds less of, less the parts that
+touch the border. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
+the one with the best validation AP, and takes it in place of the brand's head only where it
+beats the head's validation AP: the labels decide, never the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from detector.metrics import average_precision
+
+KEYPOINTS = 600  # SIFT keypoints per photo and polarity
+MATCH_DISTANCE = 230.0  # SIFT descriptor distance (they have norm 512) under which two meet
+NEIGHBOURS = 60  # nearest keypoints read per keypoint
+STRONG = 0.6  # a photo's keypoints within this share of its best vote bound its mark
+MIN_SHARE = 0.1  # of the other brand photos a strong keypoint must meet, at least 2
+SPREAD = 2.5  # strong keypoints farther than this many median distances from their median drop
+PAD = 0.15  # the crop's margin around the mark, share of its long side
+MIN_PART = 0.002  # mark parts under this share of the crop are noise
+GROWTH = (1.0, 1.5, 2.25, 3.4)  # the strong keypoints' box, widened in turn by these
+MAX_CUT = 0.03  # share of a crop's border the mark may cover (clutter), more is a cut mark
+CANDIDATES = 3  # crops tried per brand
+NEGATIVES = 150  # brand-less photos voted against
+CALIBRATION = 60  # of them, what a candidate is calibrated and thresholded on
+
+
+@dataclass(frozen=True)
+class Candidate:
+    mask: np.ndarray  # the mark's coverage, float32 0..1, cropped to its ink
+    source: int  # index of the brand photo it was cut from
+    box: tuple[int, int, int, int]  # the mark's, in that photo's pixels (reduced)
+    votes: float  # the strong keypoints' votes, summed
+
+
+def _cv2() -> Any:
+    import cv2  # type: ignore[import-not-found]
+
+    return cv2
+
+
+def keypoints(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) and SIFT descriptors of img's keypoints in either polarity."""
+    cv2 = _cv2()
+    sift = cv2.SIFT_create(nfeatures=KEYPOINTS)
+    grey = np.asarray(img.convert("L"))
+    pts, desc = [], []
+    for g in (grey, 255 - grey):
+        kp, d = sift.detectAndCompute(np.ascontiguousarray(g), None)
+        if d is not None:
+            pts += [k.pt for k in kp]
+            desc.append(d)
+    return (np.array(pts, np.float32).reshape(-1, 2),
+            np.concatenate(desc) if desc else np.zeros((0, 128), np.float32))
+
+
+def votes(brand: list[tuple[np.ndarray, np.ndarray]],
+          others: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Each brand photo's keypoints' votes: the other brand photos they meet, less the
+    brand-less photos they meet times len(brand) / len(others)."""
+    cv2 = _cv2()
+    descs = [d for _, d in brand] + [d for _, d in others]
+    owner = np.concatenate([np.full(len(d), i) for i, d in enumerate(descs)]).astype(np.int64)
+    index = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
+    index.add([np.concatenate(descs).astype(np.float32)])
+    index.train()
+    weight = len(brand) / max(len(others), 1)
+    out = []
+    for i, (_, d) in enumerate(brand):
+        v = np.zeros(len(d), np.float32)
+        if len(d):
+            for k, near in enumerate(index.knnMatch(d.astype(np.float32), k=NEIGHBOURS)):
+                met = {int(owner[m.trainIdx]) for m in near if m.distance <= MATCH_DISTANCE}
+                met.discard(i)
+                pos = sum(o < len(brand) for o in met)
+                v[k] = pos - (len(met) - pos) * weight
+        out.append(v)
+    return out
+
+
+def region(pts: np.ndarray, v: np.ndarray, min_votes: float = 2.0,
+           ) -> tuple[tuple[int, int, int, int], float] | None:
+    """The box of a photo's strong keypoints (with PAD) and their votes; None if under 3."""
+    if len(v) == 0:
+        return None
+    strong = v >= max(STRONG * float(v.max()), min_votes)
+    hi = pts[strong]
+    if len(hi) < 3:
+        return None
+    d = np.linalg.norm(hi - np.median(hi, 0), axis=1)
+    hi = hi[d <= max(SPREAD * float(np.median(d)), 8.0)]
+    (x0, y0), (x1, y1) = hi.min(0), hi.max(0)
+    pad = PAD * max(x1 - x0, y1 - y0) + 4
+    return ((int(x0 - pad), int(y0 - pad), int(np.ceil(x1 + pad)), int(np.ceil(y1 + pad))),
+            float(v[strong].sum()))
+
+
+def ink(crop: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int], float]:
+    """The mark in an RGB crop around it (float32 0..1 cropped to its ink, or None), its box
+    in the crop and the share of the crop's border it covers: of two Lab colour clusters, the
+    mark is the one the border holds less of, without parts touching the border (the
+    surround) or under MIN_PART of the crop. A crop that cuts through the mark shows it on
+    its border."""
+    cv2 = _cv2()
+    h, w = crop.shape[:2]
+    if h < 8 or w < 8:
+        return None, (0, 0, w, h), 1.0
+    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    _, lbl, _ = cv2.kmeans(lab.astype(np.float32), 2, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+    lbl = lbl.reshape(h, w)
+    border = np.concatenate([lbl[0], lbl[-1], lbl[:, 0], lbl[:, -1]])
+    label = int(np.mean(border == 0) >= 0.5)
+    mark = (lbl == label).astype(np.uint8)
+    n, parts, stats, _ = cv2.connectedComponentsWithStats(mark, connectivity=8)
+    keep = np.zeros_like(mark)
+    for k in range(1, n):
+        x, y, bw, bh, area = stats[k]
+        if x > 0 and y > 0 and x + bw < w and y + bh < h and area >= MIN_PART * h * w:
+            keep[parts == k] = 1
+    share = float(np.mean(border == label))
+    if keep.sum() < 0.02 * h * w:
+        return None, (0, 0, w, h), share
+    ys, xs = np.nonzero(keep)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return keep[y0:y1, x0:x1].astype(np.float32), (x0, y0, x1, y1), share
+
+
+def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
+               n: int = CANDIDATES) -> list[Candidate]:
+    """Up to n marks cut from the brand's photos whose strong keypoints vote most."""
+    feats = [keypoints(img) for img in brand]
+    v = votes(feats, [keypoints(img) for img in others])
+    least = max(2.0, MIN_SHARE * (len(brand) - 1))
+    found = sorted(((r, i) for i, ((pts, _), vi) in enumerate(zip(feats, v, strict=True))
+                    if (r := region(pts, vi, least)) is not None), key=lambda t: -t[0][1])
+    out: list[Candidate] = []
+    for (box, support), i in found:
+        rgb = np.asarray(brand[i].convert("RGB"))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        for grow in GROWTH:  # strong keypoints sit on a mark's corners: widen until it is whole
+            hw, hh = (box[2] - box[0]) * grow / 2, (box[3] - box[1]) * grow / 2
+            at = (max(0, int(cx - hw)), max(0, int(cy - hh)), int(cx + hw), int(cy + hh))
+            m, (x0, y0, x1, y1), cut = ink(rgb[at[1]:at[3], at[0]:at[2]])
+            if m is not None and cut <= MAX_CUT:
+                out.append(Candidate(m, i, (at[0] + x0, at[1] + y0, at[0] + x1, at[1] + y1),
+                                     support))
+                break
+        if len(out) == n:
+            break
+    return out
+
+
+def _decoded(path: Path) -> Image.Image:
+    """A photo as the worker decodes it before it matches logos (`workers.rows.logo_scores`)."""
+    from detector.exemplar import FINE_SIDE
+    from detector.preprocess import decode_for
+
+    return decode_for(path.read_bytes(), FINE_SIDE)[0]
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """img with its long side at most FINE_SIDE, where the marks are mined."""
+    from detector.exemplar import FINE_SIDE
+
+    if max(img.size) <= FINE_SIDE:
+        return img
+    out = img.copy()
+    out.thumbnail((FINE_SIDE, FINE_SIDE), Image.Resampling.LANCZOS)
+    return out
+
+
+def replaces(mark_ap: float, head_ap: float | None) -> bool:
+    """Whether a mark with validation AP mark_ap takes the place of a head with head_ap (None:
+    no head); a tie keeps the head, which costs the worker nothing to run."""
+    return head_ap is None or bool(mark_ap > head_ap)
+
+
+@dataclass(frozen=True)
+class Job:
+    brand: str
+    positives: list[Path]  # the brand's training photos
+    negatives: list[Path]  # training photos without the brand (NEGATIVES of them)
+    val: list[Path]
+    val_labels: list[bool]
+    head_ap: float | None  # the brand's head's validation AP, to beat
+
+
+def mine(job: Job) -> tuple[Any, dict[str, Any]]:
+    """(a calibrated `BrandLogo` or None, a report) for one brand (a process of its own)."""
+    from detector.exemplar import BrandLogo, Exemplar, Photo, threshold_of
+    from detector.preprocess import ImageError
+
+    def read(paths: list[Path]) -> list[Photo | None]:
+        out: list[Photo | None] = []
+        for p in paths:
+            try:
+                out.append(Photo(_decoded(p)))
+            except (ImageError, OSError):
+                out.append(None)
+        return out
+
+    pos = [p for p in read(job.positives) if p is not None]
+    others = [p for p in read(job.negatives) if p is not None]
+    neg = others[:CALIBRATION]
+    val = read(job.val)
+    report: dict[str, Any] = {"head_val_average_precision": job.head_ap, "candidates": []}
+    y = np.array(job.val_labels, bool)
+    if not y.any():  # nothing to tell a mark from a head by
+        report["chosen"] = "head (no validation photo of the brand)"
+        return None, report
+    best: tuple[float, Exemplar, Candidate] | None = None
+    _cv2().setNumThreads(1)  # one brand per core
+    for c in candidates([_reduced(p.img) for p in pos], [_reduced(p.img) for p in others]):
+        ex = Exemplar(c.mask)
+        ex.calibrate(neg)
+        s = np.array([-np.inf if p is None or (m := ex.search(p)) is None else m.score
+                      for p in val])
+        ap = average_precision(y, s)
+        report["candidates"].append({"photo": str(job.positives[c.source]), "box": c.box,
+                                     "votes": round(c.votes, 1), "val_average_precision": ap})
+        if best is None or ap > best[0]:
+            best = (ap, ex, c)
+    if best is None or not replaces(best[0], job.head_ap):
+        report["chosen"] = "head"
+        return None, report
+    ap, ex, c = best
+    zs = [m.score for p in neg if (m := ex.search(p)) is not None]
+    logo = BrandLogo([ex], threshold_of(zs), {
+        "mined_from": str(job.positives[c.source]), "box": list(c.box),
+        "calibration_images": len(neg), "val_average_precision": ap})
+    report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold)
+    return logo, report
+
+
+def jobs_for(train_ex: list[Any], val_ex: list[Any], brands: list[str],
+             head_aps: dict[str, float | None], seed: int = 0) -> list[Job]:
+    """One `Job` per brand from `detector.datasets.Example`s of the train and validation
+    splits: NEGATIVES training photos without the brand, drawn with seed (in drawn order:
+    the first CALIBRATION are a random draw too)."""
+    rng = np.random.default_rng([seed, 5])
+    out = []
+    for b in brands:
+        others = [e.path for e in train_ex if b not in e.brands]
+        pick = [int(i) for i in rng.permutation(len(others))[:NEGATIVES]]
+        out.append(Job(b, [e.path for e in train_ex if b in e.brands], [others[i] for i in pick],
+                       [e.path for e in val_ex], [b in e.brands for e in val_ex],
+                       head_aps.get(b)))
+    return out
+
+
+def logos_from_photos(jobs: list[Job], workers: int = 1,
+                      progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """{brand: (BrandLogo or None, report)} for jobs, `workers` brands at once (processes
+    started afresh: the caller may hold TensorFlow's threads, which a fork would copy)."""
+    import multiprocessing
+
+    wrap = progress or (lambda it, **_: it)
+    if workers <= 1 or len(jobs) <= 1:
+        results = [mine(j) for j in wrap(jobs, desc="mine marks", unit="brand")]
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(wrap(pool.map(mine, jobs), total=len(jobs), desc="mine marks",
+                                unit="brand"))
+    return {j.brand: r for j, r in zip(jobs, results, strict=True)}

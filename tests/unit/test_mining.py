@@ -1,0 +1,105 @@
+"""detector.mining: a brand's mark found in its labelled photos alone (no box, no logo
+file), cut out as a silhouette, and taken in place of the brand's head only where it beats
+the head on validation. Small images, scikit-image's photographs, no services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.real_logos import iou
+from detector import mining as M
+from tests.unit.test_exemplar import _logo, _paste, _photo, _seen
+
+
+def _ink_box(box: tuple[int, int, int, int]) -> tuple[int, ...]:
+    """Where the bolt's ink lies when _paste puts its 200 px canvas on box."""
+    x0, y0, x1, y1 = _logo().getchannel("A").getbbox()
+    kx, ky = (box[2] - box[0]) / 200, (box[3] - box[1]) / 200
+    return (round(box[0] + x0 * kx), round(box[1] + y0 * ky), round(box[0] + x1 * kx),
+            round(box[1] + y1 * ky))
+
+
+def _posts(n: int, seed: int) -> tuple[list[Image.Image], list[tuple[int, int, int, int]]]:
+    """n photos with the bolt at a place and size of its own in each (64-160 px), in the
+    colour a person would see on the patch beneath."""
+    rng = np.random.default_rng(seed)
+    out, boxes = [], []
+    for k in range(n):
+        photo = _photo(seed * 100 + k)
+        side = int(rng.integers(64, 161))
+        x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
+        box = (x, y, x + side, y + side)
+        out.append(_paste(photo, _logo(), box, _seen(photo, box)))
+        boxes.append(box)
+    return out, boxes
+
+
+@pytest.mark.parametrize(("mark", "ground"), [((255, 255, 255), (40, 60, 120)),
+                                               ((20, 20, 20), (230, 210, 160))])
+def test_the_ink_of_a_crop_is_the_mark_in_either_polarity(mark: tuple[int, ...],
+                                                           ground: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(1)
+    crop = Image.fromarray((np.array(ground) + rng.normal(0, 6, (150, 130, 3))).clip(0, 255)
+                           .astype(np.uint8))
+    crop = _paste(crop, _logo(), (15, 15, 115, 135), mark)
+    m, box, cut = M.ink(np.asarray(crop))
+    assert m is not None and cut < 0.02
+    want = np.asarray(_logo().getchannel("A").resize((100, 120)), np.float32) > 127
+    want = want[np.ix_(want.any(1), want.any(0))]
+    assert iou(box, _ink_box((15, 15, 115, 135))) > 0.85
+    assert m.shape[0] == pytest.approx(want.shape[0], abs=3)
+    assert m.shape[1] == pytest.approx(want.shape[1], abs=3)
+    h, w = min(m.shape[0], want.shape[0]), min(m.shape[1], want.shape[1])
+    assert ((m[:h, :w] > 0.5) == want[:h, :w]).mean() > 0.93
+
+
+def test_a_flat_crop_has_no_ink() -> None:
+    assert M.ink(np.full((60, 60, 3), 128, np.uint8))[0] is None
+
+
+def test_the_photos_of_a_brand_vote_for_its_mark_not_for_their_backgrounds() -> None:
+    brand, boxes = _posts(10, 3)
+    # the brand-less photos are drawn from the same backgrounds (crops of the same six
+    # photographs), as a user's folders share places and subjects
+    others = [_photo(s) for s in range(300, 318)]
+    found = M.candidates(brand, others, n=3)
+    assert len(found) == 3
+    for c in found:
+        assert iou(c.box, _ink_box(boxes[c.source])) >= 0.5, (c.source, c.box, boxes[c.source])
+        assert 0.8 < c.mask.shape[0] / c.mask.shape[1] * 151 / 181 < 1.25  # the bolt's aspect
+
+
+def _job(tmp_path: Path, head_ap: float | None) -> M.Job:
+    def save(imgs: list[Image.Image], name: str) -> list[Path]:
+        out = []
+        for k, img in enumerate(imgs):
+            out.append(tmp_path / f"{name}{k}.jpg")
+            img.save(out[-1], quality=90)
+        return out
+
+    pos, _ = _posts(10, 4)
+    val_pos, _ = _posts(3, 5)
+    val_neg = [_photo(s) for s in range(500, 505)]
+    return M.Job("bolt", save(pos, "p"), save([_photo(s) for s in range(400, 412)], "n"),
+                 save(val_pos + val_neg, "v"), [True] * 3 + [False] * 5, head_ap)
+
+
+def test_a_mark_replaces_a_head_only_where_it_beats_it_on_validation() -> None:
+    assert M.replaces(0.6, None) and M.replaces(0.6, 0.5)
+    assert not M.replaces(0.6, 0.6) and not M.replaces(0.6, 0.9)
+    assert not M.replaces(0.6, float("nan"))  # a head's AP without positives: keep the head
+
+
+def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Path) -> None:
+    job = _job(tmp_path, head_ap=0.3)
+    logo, report = M.mine(job)
+    assert report["chosen"] == "mark" and report["val_average_precision"] > 0.3
+    assert logo is not None and np.isfinite(logo.threshold)
+    score, box = logo.find(Image.open(job.val[0]).convert("RGB"))
+    assert score > 0.5 and box is not None  # a validation photo of the brand is found
+    kept, report = M.mine(M.Job(**{**job.__dict__, "val_labels": [False] * len(job.val)}))
+    assert kept is None and report["chosen"].startswith("head (no validation photo")
