@@ -36,6 +36,24 @@ def brand_report(
     return res
 
 
+def logo_scores(bundle: Bundle, examples: list[Example], progress: bool = True) -> np.ndarray:
+    """(images, logo brands) scores as the worker finds them: each image decoded at the
+    matcher's FINE_SIDE and searched for every logo brand (`BrandLogo.find`); 0 where the
+    image cannot be decoded (gather has already left unreadable files out)."""
+    from detector.exemplar import FINE_SIDE, Photo
+    from detector.preprocess import ImageError, decode_for
+    from detector.progress import progress as bar
+
+    out = np.zeros((len(examples), len(bundle.logos)), np.float32)
+    for i, e in enumerate(bar(examples, enabled=progress, desc="logo brands", unit="img")):
+        try:
+            photo = Photo(decode_for(e.path.read_bytes(), FINE_SIDE)[0])
+        except (ImageError, OSError):
+            continue
+        out[i] = [logo.find(photo)[0] for logo in bundle.logos.values()]
+    return out
+
+
 def evaluate_bundle(
     bundle: Bundle,
     data_dir: str | Path,
@@ -61,6 +79,10 @@ def evaluate_bundle(
     modes = {"whole_image": image_scores(bundle.heads, feats, False)}
     if bundle.tiles is not None:
         modes["tiles"] = image_scores(bundle.heads, feats, True)
+    if bundle.logos:  # a logo brand's score does not depend on tiles: the same in each mode
+        found = logo_scores(bundle, feats.examples, progress)
+        modes = {mode: np.concatenate([scores, found], axis=1) for mode, scores in modes.items()}
+    brands = bundle.heads.brands + list(bundle.logos)
     report: dict[str, Any] = {
         "bundle": {"path": str(bundle.path), "version": bundle.version,
                    "backbone": bundle.metadata["backbone"], "tiles": bundle.metadata["tiles"]},
@@ -72,7 +94,7 @@ def evaluate_bundle(
     misses: list[dict[str, Any]] = []
     for mode, scores in modes.items():
         per = {}
-        for j, brand in enumerate(bundle.heads.brands):
+        for j, brand in enumerate(brands):
             y = labels(feats.examples, brand)
             per[brand] = brand_report(y, scores[:, j], bundle.thresholds[brand], feats.examples)
             if mode == main_mode:
@@ -103,7 +125,7 @@ def draw_charts(
 
     fig, ax = plt.subplots(figsize=(6, 5))
     for mode, scores in modes.items():
-        for j, brand in enumerate(bundle.heads.brands):
+        for j, brand in enumerate(report["modes"][mode]):
             y = labels(feats.examples, brand)
             if not y.any():
                 continue
@@ -119,9 +141,9 @@ def draw_charts(
     fig.savefig(out / "pr_curve.png", dpi=110)
     plt.close(fig)
 
-    n = len(bundle.heads.brands)
+    n = len(report["modes"][main_mode])
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
-    for j, brand in enumerate(bundle.heads.brands):
+    for j, brand in enumerate(report["modes"][main_mode]):
         r = report["modes"][main_mode][brand]
         m = np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]])
         ax = axes[0, j]

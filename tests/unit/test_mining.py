@@ -103,3 +103,37 @@ def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Pa
     assert score > 0.5 and box is not None  # a validation photo of the brand is found
     kept, report = M.mine(M.Job(**{**job.__dict__, "val_labels": [False] * len(job.val)}))
     assert kept is None and report["chosen"].startswith("head (no validation photo")
+
+
+def test_train_makes_a_brand_whose_mark_beats_its_head_a_logo_brand(tmp_path: Path) -> None:
+    """`train_bundle` with its default marks=True: a random backbone's head is no match for
+    the mark mined from the folder, so the bundle matches the brand's mark instead (its head
+    dropped), says so in its validation report, and finds it in a new photo."""
+    from detector.bundle import load_bundle
+    from detector.evaluate import evaluate_bundle  # `logowatch evaluate` reports it too
+    from detector.train import TrainConfig, train_bundle
+
+    posts, _ = _posts(14, 6)
+    for k, img in enumerate(posts):
+        (tmp_path / "data" / "bolt").mkdir(parents=True, exist_ok=True)
+        img.save(tmp_path / "data" / "bolt" / f"p{k}.jpg", quality=90)
+    for k in range(20):
+        (tmp_path / "data" / "no-logo").mkdir(parents=True, exist_ok=True)
+        _photo(600 + k).save(tmp_path / "data" / "no-logo" / f"n{k}.jpg", quality=90)
+    out = train_bundle(tmp_path / "data", tmp_path / "b", weights="none", input_size=75,
+                       progress=False, config=TrainConfig(augment=0, tiles=None, test_pct=0,
+                                                          validation_pct=30,
+                                                          taps=("mixed2:max",)))
+    b = load_bundle(out)
+    report = b.metadata["metrics"]["validation"]["bolt"]["mark"]
+    assert report["chosen"] == "mark" and len(report["candidates"]) >= 1
+    assert "bolt" in b.logos and "bolt" not in b.heads.brands
+    photo, = _posts(1, 7)[0]
+    score, box = b.logos["bolt"].find(photo)
+    assert score > 0.5 and box is not None
+    ev = evaluate_bundle(b, tmp_path / "data", tmp_path / "eval", split="validation",
+                         validation_pct=30, test_pct=0, progress=False)
+    one = ev["modes"]["whole_image"]["bolt"]
+    assert one["positives"] >= 1 and one["average_precision"] == pytest.approx(
+        report["val_average_precision"])
+    assert (tmp_path / "eval" / "pr_curve.png").is_file()
