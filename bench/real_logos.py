@@ -10,8 +10,10 @@ folder labels only: no boxes) on the train side's photos and distractors, and a 
 photos per brand, 640 without; chance AP 0.05) on the test side's. The two sides share no
 photo group, no distractor brand and no random stream.
 
-(a) labelled photos: `logowatch train` with its defaults (`TrainConfig()`), scored as the
-    worker scores (max over the whole image and its tiles when the bundle has tiles).
+(a) labelled photos: `logowatch train` with its defaults (`TrainConfig()`: heads, and each
+    brand's mark mined from its photos, `detector.mining`, where it beats the head on
+    validation), scored as the worker scores (a head: max over the whole image and its tiles
+    when the bundle has tiles; a mined mark: `BrandLogo.find` on the image decoded at 800 px).
 (b) logo file alone: each brand's mark in its colour as a 512 px transparent PNG,
     `build_training_set` over the training photos as an unlabelled feed, `train_brand` on
     (a)'s bundle as the base (so the taps were chosen with labelled photos: the one thing the
@@ -171,14 +173,16 @@ def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,
 
     b = load_bundle(bundle_path)
     examples, _ = list_examples(test_dir, validation_pct=0.0, test_pct=100.0)
-    feats = gather(examples, b.backbone, BottleneckCache.for_backbone(cache, b.backbone),
-                   tiles=b.tiles)
-    examples, views = feats.examples, []  # gather leaves out unreadable files
-    for n in range(len(examples)):
-        emb = feats.whole[n:n + 1]
-        if b.tiles is not None and feats.tiles is not None:
-            emb = np.concatenate([emb, feats.tiles[n]])
-        views.append(b.score(emb))
+    views: list[np.ndarray] = []
+    if b.heads.brands:  # a bundle of logo brands alone needs no embedding
+        feats = gather(examples, b.backbone, BottleneckCache.for_backbone(cache, b.backbone),
+                       tiles=b.tiles)
+        examples = feats.examples  # gather leaves out unreadable files
+        for n in range(len(examples)):
+            emb = feats.whole[n:n + 1]
+            if b.tiles is not None and feats.tiles is not None:
+                emb = np.concatenate([emb, feats.tiles[n]])
+            views.append(b.score(emb))
     found: dict[str, list[Any]] = {}
     if b.logos:  # fresh processes: this one holds TensorFlow's threads
         jobs = [(bundle_path, brand, [e.path for e in examples]) for brand in b.logos]
@@ -460,6 +464,53 @@ def chart(res: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def marks_sheet(work: Path, res: dict[str, Any], all_brands: list[rl.Brand], path: Path,
+                px: int = 160) -> None:
+    """Protocol (a)'s marks: per seed and brand, the brand's true mark, the photo crop
+    `logowatch train` mined it from and the silhouette it kept (or "head kept"), so a reader
+    sees what the labels alone gave the matcher."""
+    from PIL import Image, ImageDraw
+
+    from detector.bundle import load_bundle
+
+    by_slug = {b.slug: b for b in all_brands}
+    tiles: list[list[Image.Image]] = []
+    for seed, r in res["seeds"].items():
+        bundle_dir = work / f"seed{seed}" / "bundle-labelled"
+        if not (bundle_dir / "bundle.json").is_file():
+            continue
+        b = load_bundle(bundle_dir, embed=False)
+        for slug in r["brands"]:
+            truth = Image.fromarray((rl.mask(by_slug[slug], px) * 255).astype(np.uint8))
+            row = [truth.convert("RGB")]
+            if slug in b.logos:
+                info = b.logos[slug].info
+                with Image.open(info["mined_from"]) as im:
+                    photo = im.convert("RGB")
+                photo.thumbnail((800, 800))
+                row.append(photo.crop(tuple(info["box"])))
+                m = b.logos[slug].exemplars[0].mask
+                row.append(Image.fromarray((m * 255).astype(np.uint8)).convert("RGB"))
+            else:
+                row += [Image.new("RGB", (px, px), "white")] * 2
+                ImageDraw.Draw(row[-1]).text((8, px // 2), "head kept", fill="black")
+            for i, t in enumerate(row):
+                t = t.copy()
+                t.thumbnail((px - 8, px - 8))
+                cell = Image.new("RGB", (px, px), (235, 235, 235))
+                cell.paste(t, ((px - t.width) // 2, (px - t.height) // 2))
+                ImageDraw.Draw(cell).text((4, 2), f"s{seed} {slug[:14]}" if i == 0 else "",
+                                          fill="red")
+                row[i] = cell
+            tiles.append(row)
+    out = Image.new("RGB", (3 * px, px * max(1, len(tiles))), "white")
+    for y, row in enumerate(tiles):
+        for x, t in enumerate(row):
+            out.paste(t, (x * px, y * px))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+
+
 def sheet(test_dir: Path, path: Path, per_row: int = 6, px: int = 220) -> None:
     """A contact sheet of test images: the first positives of each brand (their true box in
     red) and some negatives, so a reader sees what the benchmark asks."""
@@ -507,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="processes for protocol (c) (one brand each)")
     p.add_argument("--out", default=None, help="write the JSON result here")
     p.add_argument("--chart", default=None, help="write the per-brand AP chart here (PNG)")
+    p.add_argument("--marks-sheet", default=None,
+                   help="write protocol (a)'s mined marks beside the true ones here (PNG)")
     p.add_argument("--sheet", default=None,
                    help="write a contact sheet of the first seed's test images here (PNG)")
     args = p.parse_args(argv)
@@ -543,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
     if args.chart:
         chart(res, Path(args.chart))
+    if args.marks_sheet:
+        marks_sheet(Path(args.work), res, all_brands, Path(args.marks_sheet))
     if args.sheet:
         sheet(Path(args.work) / f"seed{seeds[0]}" / "test", Path(args.sheet))
     print(table(res))
