@@ -152,12 +152,12 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 def _logo_found(job: tuple[Path, str, list[Path]]) -> list[Any]:
     """One logo brand's (score, box) on each image, as the worker finds them (a process)."""
     from detector.bundle import load_bundle
+    from detector.exemplar import find_all
     from detector.preprocess import DEFAULT_MAX_PIXELS
-    from workers.rows import logo_scores
 
     path, brand, images = job
     logos = {brand: load_bundle(path, embed=False).logos[brand]}
-    return [logo_scores(logos, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
+    return [find_all(logos, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
 
 
 def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,

@@ -37,20 +37,19 @@ def brand_report(
 
 
 def logo_scores(bundle: Bundle, examples: list[Example], progress: bool = True) -> np.ndarray:
-    """(images, logo brands) scores as the worker finds them: each image decoded at the
-    matcher's FINE_SIDE and searched for every logo brand (`BrandLogo.find`); 0 where the
-    image cannot be decoded (gather has already left unreadable files out)."""
-    from detector.exemplar import FINE_SIDE, Photo
-    from detector.preprocess import ImageError, decode_for
+    """(images, logo brands) scores as the worker finds them (`detector.exemplar.find_all`);
+    0 where the image cannot be decoded (gather has already left unreadable files out)."""
+    from detector.exemplar import find_all
+    from detector.preprocess import DEFAULT_MAX_PIXELS, ImageError
     from detector.progress import progress as bar
 
     out = np.zeros((len(examples), len(bundle.logos)), np.float32)
     for i, e in enumerate(bar(examples, enabled=progress, desc="logo brands", unit="img")):
         try:
-            photo = Photo(decode_for(e.path.read_bytes(), FINE_SIDE)[0])
+            found = find_all(bundle.logos, e.path.read_bytes(), DEFAULT_MAX_PIXELS)
         except (ImageError, OSError):
             continue
-        out[i] = [logo.find(photo)[0] for logo in bundle.logos.values()]
+        out[i] = [found[b][0] for b in bundle.logos]
     return out
 
 

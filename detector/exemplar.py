@@ -769,3 +769,17 @@ class BrandLogo:
                                for r in null})
                      for m, null in zip(masks, doc["null"], strict=True)]
         return cls(exemplars, float(doc["threshold"]), dict(doc.get("info", {})))
+
+
+def find_all(logos: dict[str, BrandLogo], data: bytes, max_pixels: int,
+             ) -> dict[str, tuple[float, tuple[int, int, int, int] | None]]:
+    """Each logo brand's (score, box in full-size pixels) for an image's bytes, decoded once
+    at FINE_SIDE; what the worker, `logowatch rescore`'s backfill and `logowatch evaluate`
+    run, on the bytes as fetched. Raises `detector.preprocess.ImageError`."""
+    if not logos:
+        return {}
+    from detector.preprocess import decode_for
+
+    img, full = decode_for(data, FINE_SIDE, max_pixels=max_pixels)
+    photo = Photo(img)  # what every brand's search reads, computed once
+    return {brand: logo.find(photo, full) for brand, logo in logos.items()}

@@ -172,7 +172,7 @@ def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
 
 
 def _decoded(path: Path) -> Image.Image:
-    """A photo as the worker decodes it before it matches logos (`workers.rows.logo_scores`)."""
+    """A photo as the worker decodes it before it matches logos (`detector.exemplar.find_all`)."""
     from detector.exemplar import FINE_SIDE
     from detector.preprocess import decode_for
 

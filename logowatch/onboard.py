@@ -190,7 +190,7 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
 
 def _decoded_bytes(data: bytes) -> tuple[Any, tuple[int, int]]:
     """(image, full size) of an image's bytes, decoded as the worker and the backfill decode
-    them before they match logos (`workers.rows.logo_scores`), so that a threshold is set on
+    them before they match logos (`detector.exemplar.find_all`), so that a threshold is set on
     the very pixels it is applied to; raises `ImageError`."""
     from detector.exemplar import FINE_SIDE
     from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for

@@ -170,10 +170,11 @@ def rematch(database_url: str, bundle: Any, *, brands: list[str], fetch: Any, wo
             ) -> tuple[int, int, Counter[str], float]:
     """The rows of the brands the bundle matches from their logo files: copied where another
     version matched the brand alike, else from the post's image, fetched again
-    (``workers.rows.logo_scores``, what the worker runs); returns (rows copied, images
+    (``detector.exemplar.find_all``, what the worker runs); returns (rows copied, images
     matched, failures by kind, seconds)."""
     from sqlalchemy import text
 
+    from detector.exemplar import find_all
     from detector.preprocess import DEFAULT_MAX_PIXELS
     from detector.progress import progress as progress_bar
     from workers.fetch import Fetcher
@@ -206,7 +207,7 @@ def rematch(database_url: str, bundle: Any, *, brands: list[str], fetch: Any, wo
 
     def one(r: Any) -> list[dict[str, Any]] | str:
         try:
-            found = rows.logo_scores(logos, fetcher.fetch(r.image_url), DEFAULT_MAX_PIXELS)
+            found = find_all(logos, fetcher.fetch(r.image_url), DEFAULT_MAX_PIXELS)
         except Exception as exc:  # gone, refused, undecodable: the post keeps no row
             return type(exc).__name__
         return rows.detection_rows(bundle, r.post_id, r.posted_at,

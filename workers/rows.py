@@ -25,20 +25,6 @@ def score_stored(bundle: Any, vectors: np.ndarray) -> np.ndarray:
     return np.asarray(bundle.score(stored(vectors).astype(np.float32)))
 
 
-def logo_scores(logos: dict[str, Any], data: bytes, max_pixels: int,
-                ) -> dict[str, tuple[float, Box | None]]:
-    """Each logo-matched brand's (score, box) for an image's bytes; the live path and the
-    onboarding backfill both call this, on the bytes as fetched."""
-    if not logos:
-        return {}
-    from detector.exemplar import FINE_SIDE, Photo
-    from detector.preprocess import decode_for
-
-    img, full = decode_for(data, FINE_SIDE, max_pixels=max_pixels)
-    photo = Photo(img)  # what every brand's search reads, computed once
-    return {brand: logo.find(photo, full) for brand, logo in logos.items()}
-
-
 def best_views(brands: list[str], scores: np.ndarray,
                boxes: list[Box | None]) -> list[tuple[str, float, Box | None]]:
     """Each brand's best view of one image: ``scores`` is (views, brands), view 0 the whole

@@ -187,9 +187,11 @@ def fetch_and_prepare(work: Work, fetcher: Fetcher, size: int, tiles: TileSpec |
     finally:
         metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
     if logos and work.status == ImageStatus.OK:
+        from detector.exemplar import find_all
+
         started = time.perf_counter()
         try:
-            work.marks = rows.logo_scores(logos, data, max_pixels)
+            work.marks = find_all(logos, data, max_pixels)
         except Exception as exc:
             work.status, work.error, work.tiles = (ImageStatus.INTERNAL_ERROR,
                                                    unexpected("match", exc, metrics), None)
