@@ -220,7 +220,9 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
                 out.append(None)
         return out
 
-    pos = [p for p in read(job.positives) if p is not None]
+    read_pos = [(path, p) for path, p in zip(job.positives, read(job.positives), strict=True)
+                if p is not None]  # a candidate's source indexes these: keep their paths
+    pos = [p for _, p in read_pos]
     others = [p for p in read(job.negatives) if p is not None]
     neg = others[:CALIBRATION]
     val = read(job.val)
@@ -237,7 +239,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
         s = np.array([-np.inf if p is None or (m := ex.search(p)) is None else m.score
                       for p in val])
         ap = average_precision(y, s)
-        report["candidates"].append({"photo": str(job.positives[c.source]), "box": c.box,
+        report["candidates"].append({"photo": str(read_pos[c.source][0]), "box": c.box,
                                      "votes": round(c.votes, 1), "val_average_precision": ap})
         if best is None or ap > best[0]:
             best = (ap, ex, c)
@@ -247,7 +249,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     ap, ex, c = best
     zs = [m.score for p in neg if (m := ex.search(p)) is not None]
     logo = BrandLogo([ex], threshold_of(zs), {
-        "mined_from": str(job.positives[c.source]), "box": list(c.box),
+        "mined_from": str(read_pos[c.source][0]), "box": list(c.box),
         "calibration_images": len(neg), "val_average_precision": ap})
     report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold)
     return logo, report

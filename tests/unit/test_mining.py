@@ -4,6 +4,7 @@ the head on validation. Small images, scikit-image's photographs, no services.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,15 @@ def _job(tmp_path: Path, head_ap: float | None) -> M.Job:
             img.save(out[-1], quality=90)
         return out
 
-    pos, _ = _posts(10, 4)
+    pos, boxes = _posts(10, 4)
     val_pos, _ = _posts(3, 5)
     val_neg = [_photo(s) for s in range(500, 505)]
-    return M.Job("bolt", save(pos, "p"), save([_photo(s) for s in range(400, 412)], "n"),
+    broken = tmp_path / "p-broken.jpg"  # a positive that does not decode is left out
+    broken.write_bytes(b"not an image")
+    (tmp_path / "boxes.json").write_text(json.dumps(
+        {str(p): list(_ink_box(b)) for p, b in zip(save(pos, "p"), boxes, strict=True)}))
+    return M.Job("bolt", [broken, *sorted(tmp_path.glob("p[0-9]*.jpg"))],
+                 save([_photo(s) for s in range(400, 412)], "n"),
                  save(val_pos + val_neg, "v"), [True] * 3 + [False] * 5, head_ap)
 
 
@@ -98,6 +104,9 @@ def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Pa
     job = _job(tmp_path, head_ap=0.3)
     logo, report = M.mine(job)
     assert report["chosen"] == "mark" and report["val_average_precision"] > 0.3
+    truth = json.loads((tmp_path / "boxes.json").read_text())
+    for c in report["candidates"]:  # each names the photo it was cut from, and where
+        assert iou(tuple(c["box"]), tuple(truth[c["photo"]])) >= 0.5
     assert logo is not None and np.isfinite(logo.threshold)
     score, box = logo.find(Image.open(job.val[0]).convert("RGB"))
     assert score > 0.5 and box is not None  # a validation photo of the brand is found
