@@ -771,15 +771,22 @@ class BrandLogo:
         return cls(exemplars, float(doc["threshold"]), dict(doc.get("info", {})))
 
 
+def decoded(data: bytes, max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(image, full size) of an image's bytes, decoded as every logo search reads them (long
+    side at least FINE_SIDE): a threshold set on these pixels holds where it is applied.
+    Raises `detector.preprocess.ImageError`."""
+    from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for
+
+    return decode_for(data, FINE_SIDE, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+
+
 def find_all(logos: dict[str, BrandLogo], data: bytes, max_pixels: int,
              ) -> dict[str, tuple[float, tuple[int, int, int, int] | None]]:
-    """Each logo brand's (score, box in full-size pixels) for an image's bytes, decoded once
-    at FINE_SIDE; what the worker, `logowatch rescore`'s backfill and `logowatch evaluate`
-    run, on the bytes as fetched. Raises `detector.preprocess.ImageError`."""
+    """Each logo brand's (score, box in full-size pixels) for an image's bytes, `decoded`
+    once; what the worker, `logowatch rescore`'s backfill and `logowatch evaluate` run, on
+    the bytes as fetched. Raises `detector.preprocess.ImageError`."""
     if not logos:
         return {}
-    from detector.preprocess import decode_for
-
-    img, full = decode_for(data, FINE_SIDE, max_pixels=max_pixels)
+    img, full = decoded(data, max_pixels)
     photo = Photo(img)  # what every brand's search reads, computed once
     return {brand: logo.find(photo, full) for brand, logo in logos.items()}

@@ -171,14 +171,6 @@ def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
     return out
 
 
-def _decoded(path: Path) -> Image.Image:
-    """A photo as the worker decodes it before it matches logos (`detector.exemplar.find_all`)."""
-    from detector.exemplar import FINE_SIDE
-    from detector.preprocess import decode_for
-
-    return decode_for(path.read_bytes(), FINE_SIDE)[0]
-
-
 def _reduced(img: Image.Image) -> Image.Image:
     """img with its long side at most FINE_SIDE, where the marks are mined."""
     from detector.exemplar import FINE_SIDE
@@ -208,14 +200,14 @@ class Job:
 
 def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     """(a calibrated `BrandLogo` or None, a report) for one brand (a process of its own)."""
-    from detector.exemplar import BrandLogo, Exemplar, Photo, threshold_of
+    from detector.exemplar import BrandLogo, Exemplar, Photo, decoded, threshold_of
     from detector.preprocess import ImageError
 
     def read(paths: list[Path]) -> list[Photo | None]:
         out: list[Photo | None] = []
         for p in paths:
             try:
-                out.append(Photo(_decoded(p)))
+                out.append(Photo(decoded(p.read_bytes())[0]))
             except (ImageError, OSError):
                 out.append(None)
         return out

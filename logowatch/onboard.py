@@ -188,18 +188,12 @@ def _onboard(args: argparse.Namespace, brand: str) -> int:
     return 0
 
 
-def _decoded_bytes(data: bytes) -> tuple[Any, tuple[int, int]]:
-    """(image, full size) of an image's bytes, decoded as the worker and the backfill decode
-    them before they match logos (`detector.exemplar.find_all`), so that a threshold is set on
-    the very pixels it is applied to; raises `ImageError`."""
-    from detector.exemplar import FINE_SIDE
-    from detector.preprocess import DEFAULT_MAX_PIXELS, decode_for
-
-    return decode_for(data, FINE_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
-
-
 def _decoded(path: Path) -> tuple[Any, tuple[int, int]]:
-    return _decoded_bytes(path.read_bytes())
+    """A file decoded as the worker decodes it before it matches logos, so that a threshold
+    is set on the very pixels it is applied to (`detector.exemplar.decoded`)."""
+    from detector.exemplar import decoded
+
+    return decoded(path.read_bytes())
 
 
 class _Images(Sequence[Any]):
@@ -407,7 +401,9 @@ def _save_fetched(data: bytes, path: Path) -> None:
     them: calibration and review then decode what the worker decodes (`_decoded`). A copy
     re-encoded smaller scored differently from the post the worker scores, so the feed's own
     images could land above the threshold set on them."""
-    _decoded_bytes(data)
+    from detector.exemplar import decoded
+
+    decoded(data)  # raises ImageError: the file is not kept
     tmp = path.with_suffix(".part")
     tmp.write_bytes(data)
     os.replace(tmp, path)
