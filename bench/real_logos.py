@@ -30,6 +30,10 @@ where no test photo is read (seeds 10 and 11 are the tuning seeds: no run report
 test numbers):
 
     PYTHONPATH=. python -m bench.real_logos --tuning --seeds 10,11 --out tuning.json
+
+`--tuning --mined` does the same for (a)'s mined marks: mined from the first half as
+`logowatch train` mines them, the second half scored as the worker scores (with the raw
+scores, for choosing the mined threshold's rule offline).
 """
 
 from __future__ import annotations
@@ -335,11 +339,62 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     in_feed = {groups[int(i)] for i in order[:len(groups) // 2]}
     feed = [train_dir / r.file for r in rows if group[r.file] in in_feed]
     scored = [r for r in rows if group[r.file] not in in_feed]
-    res: dict[str, Any] = {"brands": [b.slug for b in targets], "tuning": True, "protocols": {
-        "logo_file_exemplar": exemplar_protocol(work, targets, feed, train_dir, scored,
-                                                args.workers, raw=True)}}
+    res: dict[str, Any] = {"brands": [b.slug for b in targets], "tuning": True, "protocols": {}}
+    if args.mined:
+        res["protocols"]["labelled_photos_mined"] = mined_tuning(
+            work / "tuning-feed", train_dir, feed, scored, [b.slug for b in targets], seed,
+            args.workers)
+    else:
+        res["protocols"]["logo_file_exemplar"] = exemplar_protocol(
+            work, targets, feed, train_dir, scored, args.workers, raw=True)
     res["seconds"] = {"tuning": round(time.time() - t, 1)}
     return res
+
+
+def _mined_found(job: tuple[Any, list[Path]]) -> list[Any]:
+    from detector.exemplar import find_all
+    from detector.preprocess import DEFAULT_MAX_PIXELS
+
+    (brand, logo), images = job
+    return [find_all({brand: logo}, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
+
+
+def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
+                 brands: list[str], seed: int, workers: int) -> dict[str, Any]:
+    """(a)'s marks mined from the feed half as `logowatch train` mines them (its own
+    train/validation split of the half; every mark replaces its head), then every scored
+    image searched as the worker searches. Raw: the mined report (its negatives' scores) and
+    the scored images' scores, labels and sizes, for choosing the mined threshold offline."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from detector.datasets import list_examples
+    from detector.mining import jobs_for, logos_from_photos
+
+    if root.is_dir():
+        shutil.rmtree(root)
+    for p in feed:  # the half as a user's folder: links, same names (the split hashes them)
+        (root / p.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / p.parent.name / p.name).symlink_to(p.resolve())
+    examples, _ = list_examples(root)
+    mined = logos_from_photos(jobs_for([e for e in examples if e.split == "train"],
+                                       [e for e in examples if e.split == "validation"],
+                                       brands, {}, seed), workers=workers)
+    chosen = [(b, logo) for b, (logo, _) in mined.items() if logo is not None]
+    with ProcessPoolExecutor(max(1, min(workers, len(chosen) or 1))) as pool:
+        found = dict(zip([b for b, _ in chosen], pool.map(
+            _mined_found, [(c, [train_dir / r.file for r in rows]) for c in chosen]),
+            strict=True))
+    out = {}
+    for b, (_, rep) in mined.items():
+        f = found.get(b) or [(float("-inf"), None)] * len(rows)
+        y = np.array([b in r.brands for r in rows])
+        s = np.array([m[0] for m in f])
+        small = np.array([r.small for r in rows]) & y
+        hits = [iou(m[1], r.boxes[0]) >= 0.5 for r, m, yy in zip(rows, f, y, strict=True)
+                if yy and m[0] >= 0.5 and m[1] is not None and r.boxes]
+        out[b] = {**measures(y, s, small, 0.5, hits), "threshold": 0.5, "report": rep,
+                  "raw": {"scores": s.tolist(), "labels": y.tolist(), "small": small.tolist()}}
+    return out
 
 
 def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
@@ -552,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tuning", action="store_true",
                    help="protocol (c) on the training side alone, halved into feed and scored "
                         "photos, with the raw scores: for choosing constants (seeds 10, 11)")
+    p.add_argument("--mined", action="store_true",
+                   help="with --tuning: protocol (a)'s mined marks instead of (c)")
     p.add_argument("--orient-weight", type=float, default=None,
                    help="a variant of detector.exemplar.ORIENT_WEIGHT, for tuning")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,

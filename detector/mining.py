@@ -12,8 +12,9 @@ from their median, bound the mark in it; the photos whose marks have the most vo
 `Candidate`s. In a candidate's crop, two colour clusters (Lab, k-means) split the mark from
 its surround: the mark is the cluster the crop's border holds less of, less the parts that
 touch the border. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
-the one with the best validation AP, and takes it in place of the brand's head only where it
-beats the head's validation AP: the labels decide, never the method.
+the one with the best validation AP, and takes it in place of the brand's head unless the
+head's validation AP is higher: the labels decide. Its threshold is where an exponential
+fitted to the tail of every brand-less photo's score (a few hundred) lets 1 in 1000 through.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ GROWTH = (1.0, 1.5, 2.25, 3.4)  # the strong keypoints' box, widened in turn by 
 MAX_CUT = 0.03  # share of a crop's border the mark may cover (clutter), more is a cut mark
 CANDIDATES = 3  # crops tried per brand
 NEGATIVES = 150  # brand-less photos voted against
-CALIBRATION = 60  # of them, what a candidate is calibrated and thresholded on
+CALIBRATION = 60  # of them, what a candidate is calibrated on
+FALSE_RATE = 1e-3  # brand-less images a mined mark's threshold lets through
+TAIL = 0.2  # top share of the brand-less scores its tail is fitted to (at least 5 of them)
 
 
 @dataclass(frozen=True)
@@ -182,10 +185,26 @@ def _reduced(img: Image.Image) -> Image.Image:
     return out
 
 
+def tail_threshold(scores: Sequence[float], rate: float = FALSE_RATE) -> float:
+    """The score a share `rate` of brand-less images would exceed, from a few hundred of
+    their scores: an exponential fitted to the top TAIL of them (the peaks-over-threshold
+    rule), since an empirical quantile cannot go past 1 / len(scores)."""
+    z = np.sort(np.asarray([v for v in scores if np.isfinite(v)], np.float64))
+    if len(z) == 0:
+        return float("inf")
+    k = min(len(z), max(5, int(TAIL * len(z))))
+    top = z[-k:]
+    base = float(top[0])
+    scale = max(float(np.mean(top - base)), 1e-3)
+    return base + scale * float(np.log(max(k / len(z) / rate, 1.0)))
+
+
 def replaces(mark_ap: float, head_ap: float | None) -> bool:
     """Whether a mark with validation AP mark_ap takes the place of a head with head_ap (None:
-    no head); a tie keeps the head, which costs the worker nothing to run."""
-    return head_ap is None or bool(mark_ap > head_ap)
+    no head). A tie takes the mark: a validation split holds a handful of a brand's photos, so
+    ties are common, and where they differ on unseen photos the head is the one that fails
+    (frozen features learn the training photos' surroundings; a mark is the brand's shape)."""
+    return head_ap is None or bool(mark_ap >= head_ap)
 
 
 @dataclass(frozen=True)
@@ -200,7 +219,7 @@ class Job:
 
 def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     """(a calibrated `BrandLogo` or None, a report) for one brand (a process of its own)."""
-    from detector.exemplar import BrandLogo, Exemplar, Photo, decoded, threshold_of
+    from detector.exemplar import BrandLogo, Exemplar, Photo, decoded
     from detector.preprocess import ImageError
 
     def read(paths: list[Path]) -> list[Photo | None]:
@@ -223,7 +242,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     if not y.any():  # nothing to tell a mark from a head by
         report["chosen"] = "head (no validation photo of the brand)"
         return None, report
-    best: tuple[float, Exemplar, Candidate] | None = None
+    best: tuple[float, Exemplar, Candidate, np.ndarray] | None = None
     _cv2().setNumThreads(1)  # one brand per core
     for c in candidates([_reduced(p.img) for p in pos], [_reduced(p.img) for p in others]):
         ex = Exemplar(c.mask)
@@ -234,16 +253,23 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
         report["candidates"].append({"photo": str(read_pos[c.source][0]), "box": c.box,
                                      "votes": round(c.votes, 1), "val_average_precision": ap})
         if best is None or ap > best[0]:
-            best = (ap, ex, c)
+            best = (ap, ex, c, s)
     if best is None or not replaces(best[0], job.head_ap):
         report["chosen"] = "head"
         return None, report
-    ap, ex, c = best
-    zs = [m.score for p in neg if (m := ex.search(p)) is not None]
-    logo = BrandLogo([ex], threshold_of(zs), {
+    ap, ex, c, s = best
+    # the threshold from every brand-less photo at hand: the calibration's, the other
+    # negatives and the validation photos without the brand (the report keeps their scores)
+    cal = [m.score for p in neg if (m := ex.search(p)) is not None]
+    free = [m.score for p in others[CALIBRATION:] if (m := ex.search(p)) is not None]
+    free += [float(v) for v, yy in zip(s, y, strict=True) if not yy and np.isfinite(v)]
+    logo = BrandLogo([ex], tail_threshold(cal + free), {
         "mined_from": str(read_pos[c.source][0]), "box": list(c.box),
-        "calibration_images": len(neg), "val_average_precision": ap})
-    report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold)
+        "calibration_images": len(neg), "threshold_images": len(cal) + len(free),
+        "val_average_precision": ap})
+    report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold,
+                  calibration_scores=[round(v, 3) for v in cal],
+                  negative_scores=[round(v, 3) for v in free])
     return logo, report
 
 

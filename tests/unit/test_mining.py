@@ -94,10 +94,11 @@ def _job(tmp_path: Path, head_ap: float | None) -> M.Job:
                  save(val_pos + val_neg, "v"), [True] * 3 + [False] * 5, head_ap)
 
 
-def test_a_mark_replaces_a_head_only_where_it_beats_it_on_validation() -> None:
-    assert M.replaces(0.6, None) and M.replaces(0.6, 0.5)
-    assert not M.replaces(0.6, 0.6) and not M.replaces(0.6, 0.9)
+def test_a_mark_replaces_a_head_unless_the_head_beats_it_on_validation() -> None:
+    assert M.replaces(0.6, None) and M.replaces(0.6, 0.5) and M.replaces(0.6, 0.6)
+    assert not M.replaces(0.6, 0.9)
     assert not M.replaces(0.6, float("nan"))  # a head's AP without positives: keep the head
+    assert not M.replaces(float("nan"), 0.2)
 
 
 def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Path) -> None:
@@ -146,3 +147,16 @@ def test_train_makes_a_brand_whose_mark_beats_its_head_a_logo_brand(tmp_path: Pa
     assert one["positives"] >= 1 and one["average_precision"] == pytest.approx(
         report["val_average_precision"])
     assert (tmp_path / "eval" / "pr_curve.png").is_file()
+
+
+def test_the_mined_threshold_reaches_past_the_scores_it_was_fitted_to() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.normal(0.0, 1.0, 200).tolist()  # brand-less images' z-scores
+    t = M.tail_threshold(scores, 1e-3)
+    assert t > max(scores)  # an empirical quantile stops at the largest of 200
+    assert 2.4 < t < 4.5  # the normal's 1-in-1000 point is 3.09
+    assert M.tail_threshold(scores, 1e-2) < t  # a looser rate, a lower threshold
+    fresh = rng.normal(0.0, 1.0, 20000)
+    assert np.mean(fresh > t) < 5e-3  # about the rate asked for, on scores it never saw
+    assert M.tail_threshold([1.0, float("-inf"), float("nan")] * 3) >= 1.0
+    assert M.tail_threshold([]) == float("inf")  # nothing to calibrate on: nothing called
