@@ -153,23 +153,35 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / union if union else 0.0
 
 
-def _logo_found(job: tuple[Path, str, list[Path]]) -> list[Any]:
+def _logo_found(job: tuple[str, Any, list[Path]]) -> list[Any]:
     """One logo brand's (score, box) on each image, as the worker finds them (a process)."""
-    from detector.bundle import load_bundle
     from detector.exemplar import find_all
     from detector.preprocess import DEFAULT_MAX_PIXELS
 
-    path, brand, images = job
-    logos = {brand: load_bundle(path, embed=False).logos[brand]}
-    return [find_all(logos, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
+    brand, logo, images = job
+    return [find_all({brand: logo}, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
+
+
+def logos_found(logos: dict[str, Any], images: list[Path], workers: int,
+                ) -> dict[str, list[Any]]:
+    """{brand: its (score, box) on each image} for every `BrandLogo`, a brand per process
+    (started afresh: the caller may hold TensorFlow's threads, which a fork would copy)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if not logos:
+        return {}
+    with ProcessPoolExecutor(max(1, min(workers, len(logos))),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(zip(logos, pool.map(_logo_found, [(b, lg, images)
+                                                       for b, lg in logos.items()]),
+                        strict=True))
 
 
 def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,
                ) -> dict[str, Any]:
     """Scores and regions of every test image as the worker computes them: each head's per
     view, each logo brand's (score, box) in "found"."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     from detector.bundle import load_bundle
     from detector.datasets import BottleneckCache, image_size, list_examples
@@ -187,12 +199,7 @@ def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,
             if b.tiles is not None and feats.tiles is not None:
                 emb = np.concatenate([emb, feats.tiles[n]])
             views.append(b.score(emb))
-    found: dict[str, list[Any]] = {}
-    if b.logos:  # fresh processes: this one holds TensorFlow's threads
-        jobs = [(bundle_path, brand, [e.path for e in examples]) for brand in b.logos]
-        with ProcessPoolExecutor(max(1, min(workers, len(jobs))),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            found = dict(zip(b.logos, pool.map(_logo_found, jobs), strict=True))
+    found = logos_found(b.logos, [e.path for e in examples], workers)
     return {"bundle": b, "examples": examples, "views": views, "found": found,
             "sizes": [image_size(e.path) for e in examples]}
 
@@ -351,21 +358,12 @@ def tuning_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
     return res
 
 
-def _mined_found(job: tuple[Any, list[Path]]) -> list[Any]:
-    from detector.exemplar import find_all
-    from detector.preprocess import DEFAULT_MAX_PIXELS
-
-    (brand, logo), images = job
-    return [find_all({brand: logo}, p.read_bytes(), DEFAULT_MAX_PIXELS)[brand] for p in images]
-
-
 def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
                  brands: list[str], seed: int, workers: int) -> dict[str, Any]:
     """(a)'s marks mined from the feed half as `logowatch train` mines them (its own
     train/validation split of the half; every mark replaces its head), then every scored
     image searched as the worker searches. Raw: the mined report (its negatives' scores) and
     the scored images' scores, labels and sizes, for choosing the mined threshold offline."""
-    from concurrent.futures import ProcessPoolExecutor
 
     from detector.datasets import list_examples
     from detector.mining import jobs_for, logos_from_photos
@@ -379,11 +377,8 @@ def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
     mined = logos_from_photos(jobs_for([e for e in examples if e.split == "train"],
                                        [e for e in examples if e.split == "validation"],
                                        brands, {}, seed), workers=workers)
-    chosen = [(b, logo) for b, (logo, _) in mined.items() if logo is not None]
-    with ProcessPoolExecutor(max(1, min(workers, len(chosen) or 1))) as pool:
-        found = dict(zip([b for b, _ in chosen], pool.map(
-            _mined_found, [(c, [train_dir / r.file for r in rows]) for c in chosen]),
-            strict=True))
+    found = logos_found({b: logo for b, (logo, _) in mined.items() if logo is not None},
+                        [train_dir / r.file for r in rows], workers)
     out = {}
     for b, (_, rep) in mined.items():
         f = found.get(b) or [(float("-inf"), None)] * len(rows)
