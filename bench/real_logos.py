@@ -182,7 +182,6 @@ def score_test(bundle_path: Path, test_dir: Path, cache: Path, workers: int = 1,
                ) -> dict[str, Any]:
     """Scores and regions of every test image as the worker computes them: each head's per
     view, each logo brand's (score, box) in "found"."""
-
     from detector.bundle import load_bundle
     from detector.datasets import BottleneckCache, image_size, list_examples
     from detector.train import gather
@@ -364,7 +363,6 @@ def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
     train/validation split of the half; every mark replaces its head), then every scored
     image searched as the worker searches. Raw: the mined report (its negatives' scores) and
     the scored images' scores, labels and sizes, for choosing the mined threshold offline."""
-
     from detector.datasets import list_examples
     from detector.mining import jobs_for, logos_from_photos
 

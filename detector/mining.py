@@ -14,7 +14,8 @@ its surround: the mark is the cluster the crop's border holds less of, less the 
 touch the border. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
 the one with the best validation AP, and takes it in place of the brand's head unless the
 head's validation AP is higher: the labels decide. Its threshold is where an exponential
-fitted to the tail of every brand-less photo's score (a few hundred) lets 1 in 1000 through.
+fitted to the tail of its scores on the brand-less photos mining has (negatives and
+validation, about 190) lets 1 in 1000 through.
 """
 
 from __future__ import annotations
