@@ -153,6 +153,19 @@ def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / union if union else 0.0
 
 
+def logo_measures(rows: list[Any], brand: str, found: list[Any], thr: float,
+                  ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """A logo brand's `measures` over rows (anything with .brands, .small and .boxes) from
+    its (score, box) on each (None: no match), with the labels, scores and small positives
+    they came from."""
+    y = np.array([brand in r.brands for r in rows])
+    s = np.array([-np.inf if f is None else f[0] for f in found])
+    small = np.array([r.small for r in rows]) & y
+    hits = [iou(f[1], r.boxes[0]) >= 0.5 for r, f, yy in zip(rows, found, y, strict=True)
+            if yy and f is not None and f[0] >= thr and f[1] is not None and r.boxes]
+    return measures(y, s, small, thr, hits), y, s, small
+
+
 def _logo_found(job: tuple[str, Any, list[Path]]) -> list[Any]:
     """One logo brand's (score, box) on each image, as the worker finds them (a process)."""
     from detector.exemplar import find_all
@@ -224,15 +237,12 @@ def measures(y: np.ndarray, s: np.ndarray, small: np.ndarray, thr: float,
 def metrics(scored: dict[str, Any], brand: str) -> dict[str, Any]:
     """One brand's measures at its threshold in the bundle, from its head or its logo."""
     ex, b = scored["examples"], scored["bundle"]
-    y = np.array([brand in e.brands for e in ex])
-    small = np.array([e.small for e in ex]) & y
     if brand in scored["found"]:
         thr = 0.5  # a logo brand's score is centred on its threshold
-        s = np.array([score for score, _ in scored["found"][brand]])
-        hits = [iou(box, e.boxes[0]) >= 0.5 for e, yy, (score, box)
-                in zip(ex, y, scored["found"][brand], strict=True)
-                if yy and score >= thr and box is not None and e.boxes]
-        return {**measures(y, s, small, thr, hits), "matched_mark": True}
+        return {**logo_measures(ex, brand, scored["found"][brand], thr)[0],
+                "matched_mark": True}
+    y = np.array([brand in e.brands for e in ex])
+    small = np.array([e.small for e in ex]) & y
     thr, j = b.thresholds[brand], b.brands.index(brand)
     s = np.array([v[:, j].max() for v in scored["views"]])
     spec = b.tiles
@@ -297,13 +307,8 @@ def exemplar_protocol(work: Path, targets: list[rl.Brand], feed: list[Path], eva
     res = {}
     for x, (feed_scores, found) in zip(targets, results, strict=True):
         thr = threshold_of(feed_scores)  # the product's rule
-        y = np.array([x.slug in r.brands for r in rows])
-        s = np.array([-np.inf if f is None else f[0] for f in found])
-        small = np.array([r.small for r in rows]) & y
-        hits = [iou(f[1], r.boxes[0]) >= 0.5 for r, f, yy, ss in zip(rows, found, y, s,
-                                                                       strict=True)
-                if yy and ss >= thr and f is not None and r.boxes]
-        res[x.slug] = {**measures(y, s, small, thr, hits), "threshold": thr}
+        m, y, s, small = logo_measures(rows, x.slug, found, thr)
+        res[x.slug] = {**m, "threshold": thr}
         if raw:
             in_feed = [p.parent.name == x.slug for p in _threshold_feed(feed)]
             res[x.slug]["raw"] = {"feed": feed_scores, "feed_brand": in_feed,
@@ -379,13 +384,8 @@ def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
                         [train_dir / r.file for r in rows], workers)
     out = {}
     for b, (_, rep) in mined.items():
-        f = found.get(b) or [(float("-inf"), None)] * len(rows)
-        y = np.array([b in r.brands for r in rows])
-        s = np.array([m[0] for m in f])
-        small = np.array([r.small for r in rows]) & y
-        hits = [iou(m[1], r.boxes[0]) >= 0.5 for r, m, yy in zip(rows, f, y, strict=True)
-                if yy and m[0] >= 0.5 and m[1] is not None and r.boxes]
-        out[b] = {**measures(y, s, small, 0.5, hits), "threshold": 0.5, "report": rep,
+        m, y, s, small = logo_measures(rows, b, found.get(b) or [None] * len(rows), 0.5)
+        out[b] = {**m, "threshold": 0.5, "report": rep,
                   "raw": {"scores": s.tolist(), "labels": y.tolist(), "small": small.tolist()}}
     return out
 
