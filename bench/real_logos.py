@@ -383,7 +383,12 @@ def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
     found = logos_found({b: logo for b, (logo, _) in mined.items() if logo is not None},
                         [train_dir / r.file for r in rows], workers)
     out = {}
-    for b, (_, rep) in mined.items():
+    for b, (logo, rep) in mined.items():
+        if logo is not None:  # what was mined, to look at beside the brand's true mark
+            from PIL import Image
+
+            Image.fromarray((logo.exemplars[0].mask * 255).astype(np.uint8)).save(
+                root.parent / f"tuning-mark-{b}.png")
         m, y, s, small = logo_measures(rows, b, found.get(b) or [None] * len(rows), 0.5)
         out[b] = {**m, "threshold": 0.5, "report": rep,
                   "raw": {"scores": s.tolist(), "labels": y.tolist(), "small": small.tolist()}}

@@ -130,6 +130,7 @@ class Template:
     norm: float
     ink: tuple[int, int, int, int]  # the mark's box inside values
     edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # the silhouette's edge points: y, x, bin
+    from_mask: np.ndarray  # 3x3: the silhouette's (mask's) pixels to values' pixels
 
     @cached_property
     def level(self) -> np.ndarray:
@@ -180,7 +181,8 @@ def template(mask: np.ndarray, size: float, angle: float) -> Template:
     k = size / max(mask.shape)
     small = cv2.resize(mask, (max(2, round(mask.shape[1] * k)), max(2, round(mask.shape[0] * k))),
                        interpolation=cv2.INTER_AREA)
-    big = np.pad(small, int(size * PAD) + 2)
+    p = int(size * PAD) + 2
+    big = np.pad(small, p)
     h, w = big.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     cos, sin = abs(m[0, 0]), abs(m[0, 1])
@@ -188,12 +190,16 @@ def template(mask: np.ndarray, size: float, angle: float) -> Template:
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
     t = cv2.warpAffine(big, m, (nw, nh), flags=cv2.INTER_LINEAR)
+    sx, sy = small.shape[1] / mask.shape[1], small.shape[0] / mask.shape[0]
+    scaled = np.array([[sx, 0, 0.5 * sx - 0.5 + p], [0, sy, 0.5 * sy - 0.5 + p], [0, 0, 1]])
+    from_mask = np.vstack([m, [0, 0, 1]]) @ scaled
     ys, xs = np.nonzero(t > 0.3)
     if len(ys) == 0:
         ys, xs = np.nonzero(t >= t.max())
     ink = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     t = (t - t.mean()).astype(np.float32)
-    return Template(size, angle, t, float(np.sqrt((t * t).sum())) or 1.0, ink, _edges(t))
+    return Template(size, angle, t, float(np.sqrt((t * t).sum())) or 1.0, ink, _edges(t),
+                    from_mask)
 
 
 def _orientation_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -348,6 +354,9 @@ class Match:
     angle: float
     orientation: float = 0.0  # share of its edges met in the photo (aligned: `_orientation_kappa`)
     explained: float = 0.0  # share of the photo's edges there that the mark's edges explain
+    # 3x3 homography, the silhouette's (mask's) pixels to the photo's at FINE_SIDE (`Photo.colour`),
+    # where the placement was aligned (`detector.mining` reads the mark's views through it)
+    frame: np.ndarray | None = None
 
 
 @dataclass
@@ -526,6 +535,13 @@ class Exemplar:
         ix, iy = (t.ink[0] + t.ink[2]) / 2, (t.ink[1] + t.ink[3]) / 2
         w0 = np.array([[1, 0, (cx - x0) * q - ix], [0, 1, (cy - y0) * q - iy], [0, 0, 1]],
                       np.float32)
+        to_fine = np.array([[1 / q, 0, x0], [0, 1 / q, y0], [0, 0, 1]])
+
+        def measured(m: Match, w: np.ndarray) -> Match:
+            out = _measured_at(m, rgb, w, t)
+            out.frame = to_fine @ w @ t.from_mask
+            return out
+
         sign = 1.0 if _warped_ncc(g, w0, t) >= 0 else -1.0  # ECC wants the mark's polarity
         try:
             _, w = cv2.findTransformECC(
@@ -533,18 +549,17 @@ class Exemplar:
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ALIGN_ITERATIONS, 1e-4),
                 None, 3)
         except cv2.error:  # did not converge: the placement stays as the search found it
-            return _measured_at(m, rgb, w0, t)
+            return measured(m, w0)
         corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], np.float32)[:, None]
         moved = cv2.perspectiveTransform(corners, w) - cv2.perspectiveTransform(corners, w0)
         if not np.isfinite(moved).all() or np.abs(moved).max() > ALIGN_SHIFT * max(th, tw):
-            return _measured_at(m, rgb, w0, t)
+            return measured(m, w0)
         ink = np.array([[t.ink[0], t.ink[1]], [t.ink[2], t.ink[1]], [t.ink[2], t.ink[3]],
                         [t.ink[0], t.ink[3]]], np.float32)[:, None]
         p = cv2.perspectiveTransform(ink, w)[:, 0] / q + (x0, y0)
         box = (round(float(p[:, 0].min())), round(float(p[:, 1].min())),
                round(float(p[:, 0].max())), round(float(p[:, 1].max())))
-        return _measured_at(Match(m.score, m.correlation, box, m.size, m.angle, m.orientation),
-                            rgb, w, t)
+        return measured(Match(m.score, m.correlation, box, m.size, m.angle, m.orientation), w)
 
     def _fine_template(self, size: float, angle: float) -> Template:
         """template(mask, size, angle), kept: photos of one size ask for the same ones."""

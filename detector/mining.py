@@ -46,6 +46,11 @@ NEGATIVES = 150  # brand-less photos voted against
 CALIBRATION = 60  # of them, what a candidate is calibrated on
 FALSE_RATE = 1e-3  # brand-less images a mined mark's threshold lets through
 TAIL = 0.2  # top share of the brand-less scores its tail is fitted to (at least 5 of them)
+SELECTION = 24  # training photos of the brand (not a candidate's source) candidates are scored on
+SELECTION_NEGATIVES = 30  # and of the NEGATIVES past CALIBRATION, beside the validation photos
+VIEWS = 8  # of those, the best matches whose aligned views vote the mark's pixels (`consensus`)
+VIEW_SIDE = 96  # px of the mark's long side in the frame the views are read in
+VIEW_PAD = 0.25  # that frame's margin around the mark, share of its long side
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,62 @@ def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
     return out
 
 
+def views(photos: Sequence[Any], frames: Sequence[np.ndarray], shape: tuple[int, int],
+          ) -> list[np.ndarray]:
+    """Each photo's colour (`Photo.colour(FINE_SIDE)`, 0..1) read through its match's frame
+    (the mark's pixels to the photo's) in the mark's frame: the mark's long side VIEW_SIDE px
+    with VIEW_PAD of it around, so that a part the mask lacks is in view."""
+    from detector.exemplar import FINE_SIDE
+
+    cv2 = _cv2()
+    k = VIEW_SIDE / max(shape)
+    p = round(VIEW_PAD * VIEW_SIDE)
+    size = (round(shape[1] * k) + 2 * p, round(shape[0] * k) + 2 * p)
+    to_mask = np.linalg.inv(np.array([[k, 0, p], [0, k, p], [0, 0, 1]]))
+    return [cv2.warpPerspective(np.ascontiguousarray(ph.colour(FINE_SIDE)), f @ to_mask, size,
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
+            for ph, f in zip(photos, frames, strict=True)]
+
+
+def consensus(mask: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The mark as the mask and its aligned views (`views`) agree on it: each view is split
+    into ink and surround by the mix of its colour channels that follows the mask best
+    (least squares) cut halfway between the two's means, and a pixel is ink where at least
+    half of the mask and the views say so, less the parts touching the frame (a surround)
+    or under MIN_PART of it; None where under 2 % of the frame is left. An occluder, a
+    badge's rim or the clutter beside the mark in the photo it was cut from is in one view
+    and not the others; a part the crop cut off is in the others."""
+    cv2 = _cv2()
+    if not seen:
+        return mask
+    h, w = seen[0].shape[:2]
+    p = round(VIEW_PAD * VIEW_SIDE)
+    prior = np.zeros((h, w), np.float32)
+    prior[p:h - p, p:w - p] = cv2.resize(mask, (w - 2 * p, h - 2 * p),
+                                         interpolation=cv2.INTER_AREA)
+    prior = prior > 0.5
+    votes = prior.astype(np.float32)
+    m = prior.ravel().astype(np.float64) - prior.mean()
+    for v in seen:
+        x = v.reshape(-1, 3).astype(np.float64)
+        x -= x.mean(0)
+        beta = np.linalg.solve(x.T @ x / len(x) + np.eye(3) * 1e-4, x.T @ m / len(x))
+        s = (x @ beta).reshape(h, w)
+        votes += s > (s[prior].mean() + s[~prior].mean()) / 2
+    ink = (votes >= (len(seen) + 1) / 2).astype(np.uint8)
+    n, parts, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    keep = np.zeros_like(ink)
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if x > 0 and y > 0 and x + bw < w and y + bh < h and area >= MIN_PART * h * w:
+            keep[parts == i] = 1
+    if keep.sum() < 0.02 * h * w:
+        return None
+    ys, xs = np.nonzero(keep)
+    return keep[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32)
+
+
 def _reduced(img: Image.Image) -> Image.Image:
     """img with its long side at most FINE_SIDE, where the marks are mined."""
     from detector.exemplar import FINE_SIDE
@@ -243,30 +304,67 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     if not y.any():  # nothing to tell a mark from a head by
         report["chosen"] = "head (no validation photo of the brand)"
         return None, report
-    best: tuple[float, Exemplar, Candidate, np.ndarray] | None = None
     _cv2().setNumThreads(1)  # one brand per core
-    for c in candidates([_reduced(p.img) for p in pos], [_reduced(p.img) for p in others]):
-        ex = Exemplar(c.mask)
+    found = candidates([_reduced(p.img) for p in pos], [_reduced(p.img) for p in others])
+    # every candidate is also scored on SELECTION of the brand's training photos (none a
+    # candidate was cut from): a validation split holds a handful of the brand's photos
+    sources = {c.source for c in found}
+    order = np.random.default_rng(len(pos)).permutation(len(pos))
+    sel = [pos[i] for i in order if i not in sources][:SELECTION]
+    sel_neg = others[CALIBRATION:CALIBRATION + SELECTION_NEGATIVES]
+    labels = np.concatenate([y, np.ones(len(sel), bool), np.zeros(len(sel_neg), bool)])
+    at = len(y)  # where the selection photos' scores start
+
+    def scored(ex: Exemplar) -> tuple[np.ndarray, list[Any]]:
         ex.calibrate(neg)
-        s = np.array([-np.inf if p is None or (m := ex.search(p)) is None else m.score
-                      for p in val])
-        ap = average_precision(y, s)
-        report["candidates"].append({"photo": str(read_pos[c.source][0]), "box": c.box,
-                                     "votes": round(c.votes, 1), "val_average_precision": ap})
-        if best is None or ap > best[0]:
-            best = (ap, ex, c, s)
-    if best is None or not replaces(best[0], job.head_ap):
+        ms = [None if p is None else ex.search(p) for p in val]
+        ms += [ex.search(p) for p in sel + sel_neg]
+        return np.array([-np.inf if m is None else m.score for m in ms]), ms
+
+    tried = []
+    for c in found:
+        ex = Exemplar(c.mask)
+        s, ms = scored(ex)
+        tried.append((average_precision(labels, s), ex, s, ms))
+        report["candidates"].append({
+            "photo": str(read_pos[c.source][0]), "box": c.box, "votes": round(c.votes, 1),
+            "val_average_precision": average_precision(y, s[:at]),
+            "selection_average_precision": tried[-1][0]})
+    if not tried:
         report["chosen"] = "head"
         return None, report
-    ap, ex, c, s = best
+    i = int(np.argmax([t[0] for t in tried]))  # the first of a tie: the most votes
+    _, ex, s, ms = tried[i]
+    c = found[i]
+    info: dict[str, Any] = {"mined_from": str(read_pos[c.source][0]), "box": list(c.box)}
+    # its best matches among the selection photos vote its pixels; the rest tell the two apart
+    top = sorted((j for j, m in enumerate(ms[at:at + len(sel)])
+                  if m is not None and m.frame is not None), key=lambda j: -s[at + j])[:VIEWS]
+    mark = consensus(ex.mask, views([sel[j] for j in top],
+                                    [ms[at + j].frame for j in top], ex.mask.shape))
+    if mark is not None and top:
+        rest = np.array([k for k in range(len(s)) if k - at not in top])
+        other = Exemplar(mark)
+        s2, _ = scored(other)
+        ap_old, ap_new = (average_precision(labels[rest], v[rest]) for v in (s, s2))
+        report["consensus"] = {"views": len(top), "average_precision": ap_new,
+                               "chosen_average_precision": ap_old}
+        if ap_new >= ap_old:
+            ex, s = other, s2
+            info["views"] = [str(read_pos[pos.index(sel[j])][0]) for j in top]
+    ap = average_precision(y, s[:at])
+    if not replaces(ap, job.head_ap):
+        report["chosen"] = "head"
+        return None, report
     # the threshold from every brand-less photo at hand: the calibration's, the other
     # negatives and the validation photos without the brand (the report keeps their scores)
     cal = [m.score for p in neg if (m := ex.search(p)) is not None]
-    free = [m.score for p in others[CALIBRATION:] if (m := ex.search(p)) is not None]
-    free += [float(v) for v, yy in zip(s, y, strict=True) if not yy and np.isfinite(v)]
+    free = [float(v) for v in s[at + len(sel):] if np.isfinite(v)]
+    free += [m.score for p in others[CALIBRATION + len(sel_neg):]
+             if (m := ex.search(p)) is not None]
+    free += [float(v) for v, yy in zip(s[:at], y, strict=True) if not yy and np.isfinite(v)]
     logo = BrandLogo([ex], tail_threshold(cal + free), {
-        "mined_from": str(read_pos[c.source][0]), "box": list(c.box),
-        "calibration_images": len(neg), "threshold_images": len(cal) + len(free),
+        **info, "calibration_images": len(neg), "threshold_images": len(cal) + len(free),
         "val_average_precision": ap})
     report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold,
                   calibration_scores=[round(v, 3) for v in cal],

@@ -308,6 +308,25 @@ def test_a_mark_in_perspective_is_aligned_by_a_homography(
     assert iou(aligned.box, truth) >= max(0.8, iou(plain.box, truth))
 
 
+def test_an_aligned_match_maps_the_silhouette_onto_the_photo(bolt: X.Exemplar) -> None:
+    """Match.frame takes the silhouette's pixels to the photo's: the photo read back through
+    it is the mark, in the silhouette's frame."""
+    import cv2
+
+    photo = _photo(5)
+    img = _paste(photo, _logo(), (200, 120, 380, 300), _seen(photo, (200, 120, 380, 300)))
+    m = bolt.search(img)
+    assert m is not None and m.frame is not None
+    h, w = bolt.mask.shape
+    back = cv2.warpPerspective(np.asarray(img.convert("L"), np.float32), m.frame, (w, h),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    assert abs(np.corrcoef(back.ravel(), bolt.mask.ravel())[0, 1]) > 0.8  # truth: 0.88
+    # the ink's corners: the bolt's canvas (40, 10) and (190, 190), at 0.9 photo px per px
+    corner, far = m.frame @ [0, 0, 1], m.frame @ [*bolt.mask.shape[::-1], 1]
+    assert corner[:2] / corner[2] == pytest.approx((200 + 36, 120 + 9), abs=3)
+    assert far[:2] / far[2] == pytest.approx((200 + 171, 120 + 171), abs=3)
+
+
 def test_calibrated_scores_separate_the_mark_from_photos_without_it(bolt: X.Exemplar) -> None:
     ex = bolt
     assert ex.null and all(min(v[1:]) > 0 for v in ex.null.values())

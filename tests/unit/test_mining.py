@@ -94,6 +94,37 @@ def _job(tmp_path: Path, head_ap: float | None) -> M.Job:
                  save(val_pos + val_neg, "v"), [True] * 3 + [False] * 5, head_ap)
 
 
+def test_the_views_of_a_mark_vote_out_what_one_photo_added_and_restore_what_it_cut() -> None:
+    """A mask cut from one photo with an occluder on it and the bolt's dot cut off: the
+    bolt's aligned views in eight other photos (each in its own colours) give the bolt."""
+    from detector.exemplar import Photo, silhouette
+
+    truth = silhouette(_logo()) > 0.5  # the bolt's ink: canvas (40, 10) on, 151 x 181
+    bad = truth.copy()
+    bad[125:, 95:] = False  # the dot, cut off by the crop
+    bad[5:35, 115:145] = True  # a sticker beside the bolt, in its photo alone
+    ys, xs = np.nonzero(bad)
+    oy, ox = ys.min(), xs.min()
+    prior = bad[oy:ys.max() + 1, ox:xs.max() + 1].astype(np.float32)
+    photos, frames = [], []
+    for k in range(8):
+        box = (100 + 20 * k, 60 + 10 * k, 100 + 20 * k + 180 + 8 * k, 60 + 10 * k + 180 + 8 * k)
+        photo = _photo(700 + k)
+        photos.append(Photo(_paste(photo, _logo(), box, _seen(photo, box))))
+        kk = (box[2] - box[0]) / 200  # the prior's pixel (u, v) is the canvas' (u+ox+40, v+oy+10)
+        frames.append(np.array([[kk, 0, box[0] + (ox + 40) * kk],
+                                [0, kk, box[1] + (oy + 10) * kk], [0, 0, 1]]))
+    got = M.consensus(prior, M.views(photos, frames, prior.shape))
+    assert got is not None
+
+    def agree(m: np.ndarray) -> float:
+        r = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(truth.shape[::-1]))
+        return float(((r > 127) & truth).sum() / ((r > 127) | truth).sum())
+
+    assert agree(got) > 0.85 and agree(prior) < 0.75
+    assert got.shape[0] / got.shape[1] == pytest.approx(181 / 151, rel=0.06)
+
+
 def test_a_mark_replaces_a_head_unless_the_head_beats_it_on_validation() -> None:
     assert M.replaces(0.6, None) and M.replaces(0.6, 0.5) and M.replaces(0.6, 0.6)
     assert not M.replaces(0.6, 0.9)
@@ -108,6 +139,8 @@ def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Pa
     truth = json.loads((tmp_path / "boxes.json").read_text())
     for c in report["candidates"]:  # each names the photo it was cut from, and where
         assert iou(tuple(c["box"]), tuple(truth[c["photo"]])) >= 0.5
+        assert c["selection_average_precision"] > 0.3  # also scored on the other positives
+    assert report["consensus"]["views"] >= 3  # the chosen one's matches voted its pixels
     assert logo is not None and np.isfinite(logo.threshold)
     score, box = logo.find(Image.open(job.val[0]).convert("RGB"))
     assert score > 0.5 and box is not None  # a validation photo of the brand is found
