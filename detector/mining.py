@@ -312,7 +312,8 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     # candidate was cut from): a validation split holds a handful of the brand's photos
     sources = {c.source for c in found}
     order = np.random.default_rng(len(pos)).permutation(len(pos))
-    sel = [pos[i] for i in order if i not in sources][:SELECTION]
+    picked = [int(i) for i in order if i not in sources][:SELECTION]
+    sel = [pos[i] for i in picked]
     sel_neg = others[CALIBRATION:CALIBRATION + SELECTION_NEGATIVES]
     labels = np.concatenate([y, np.ones(len(sel), bool), np.zeros(len(sel_neg), bool)])
     at = len(y)  # where the selection photos' scores start
@@ -342,9 +343,9 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     # its best matches among the selection photos vote its pixels; the rest tell the two apart
     top = sorted((j for j, m in enumerate(ms[at:at + len(sel)])
                   if m is not None and m.frame is not None), key=lambda j: -s[at + j])[:VIEWS]
-    mark = consensus(ex.mask, views([sel[j] for j in top],
-                                    [ms[at + j].frame for j in top], ex.mask.shape))
-    if mark is not None and top:
+    if top and (mark := consensus(ex.mask, views([sel[j] for j in top],
+                                                 [ms[at + j].frame for j in top],
+                                                 ex.mask.shape))) is not None:
         rest = np.array([k for k in range(len(s)) if k - at not in top])
         other = Exemplar(mark)
         s2, _ = scored(other)
@@ -353,7 +354,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
                                "chosen_average_precision": ap_old}
         if ap_new >= ap_old:
             ex, s = other, s2
-            info["views"] = [str(read_pos[pos.index(sel[j])][0]) for j in top]
+            info["views"] = [str(read_pos[picked[j]][0]) for j in top]
     ap = average_precision(y, s[:at])
     if not replaces(ap, job.head_ap):
         report["chosen"] = "head"
