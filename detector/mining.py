@@ -142,19 +142,28 @@ def ink(crop: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int],
     lbl = lbl.reshape(h, w)
     border = np.concatenate([lbl[0], lbl[-1], lbl[:, 0], lbl[:, -1]])
     label = int(np.mean(border == 0) >= 0.5)
-    mark = (lbl == label).astype(np.uint8)
+    share = float(np.mean(border == label))
+    got = _inner((lbl == label).astype(np.uint8))
+    return (None, (0, 0, w, h), share) if got is None else (*got, share)
+
+
+def _inner(mark: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The parts of a 0/1 mark that neither touch its frame (a surround) nor are under
+    MIN_PART of it, cropped to their box (float32), and that box; None where they cover
+    under 2 % of the frame."""
+    cv2 = _cv2()
+    h, w = mark.shape
     n, parts, stats, _ = cv2.connectedComponentsWithStats(mark, connectivity=8)
     keep = np.zeros_like(mark)
     for k in range(1, n):
         x, y, bw, bh, area = stats[k]
         if x > 0 and y > 0 and x + bw < w and y + bh < h and area >= MIN_PART * h * w:
             keep[parts == k] = 1
-    share = float(np.mean(border == label))
     if keep.sum() < 0.02 * h * w:
-        return None, (0, 0, w, h), share
+        return None
     ys, xs = np.nonzero(keep)
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    return keep[y0:y1, x0:x1].astype(np.float32), (x0, y0, x1, y1), share
+    return keep[y0:y1, x0:x1].astype(np.float32), (x0, y0, x1, y1)
 
 
 def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
@@ -225,17 +234,8 @@ def consensus(mask: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray | None
         beta = np.linalg.solve(x.T @ x / len(x) + np.eye(3) * 1e-4, x.T @ m / len(x))
         s = (x @ beta).reshape(h, w)
         votes += s > (s[prior].mean() + s[~prior].mean()) / 2
-    ink = (votes >= (len(seen) + 1) / 2).astype(np.uint8)
-    n, parts, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    keep = np.zeros_like(ink)
-    for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
-        if x > 0 and y > 0 and x + bw < w and y + bh < h and area >= MIN_PART * h * w:
-            keep[parts == i] = 1
-    if keep.sum() < 0.02 * h * w:
-        return None
-    ys, xs = np.nonzero(keep)
-    return keep[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32)
+    got = _inner((votes >= (len(seen) + 1) / 2).astype(np.uint8))
+    return None if got is None else got[0]
 
 
 def _reduced(img: Image.Image) -> Image.Image:
