@@ -404,13 +404,15 @@ def train_bundle(
         from detector.mining import jobs_for, logos_from_photos
         from detector.progress import progress as bar
 
-        jobs = jobs_for(train_ex, val_ex, targets,
-                        {b: report[b]["val_average_precision"] for b in targets}, cfg.seed)
+        scores = image_scores(heads, val, cfg.tiles is not None)  # rows: val.examples
+        jobs = jobs_for(train_ex, val.examples, targets,
+                        {b: scores[:, heads.brands.index(b)].tolist() for b in targets},
+                        cfg.seed)
         mined = logos_from_photos(jobs, workers=os.cpu_count() or 1,
                                   progress=lambda it, **kw: bar(it, enabled=progress, **kw))
         for brand, (logo, rep) in mined.items():
             report[brand]["mark"] = rep
-            if logo is not None:  # the mark beat the head on validation: it replaces it
+            if logo is not None:  # the head did not beat the mark (`mining.replaces`): it goes
                 logos[brand] = logo
                 heads = heads.without(brand)
                 thresholds.pop(brand, None)
