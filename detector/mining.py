@@ -13,14 +13,13 @@ from their median, bound the mark in it; the photos whose marks have the most vo
 its surround: the mark is the cluster the crop's border holds less of, less the parts that
 touch the border. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
 the one with the best AP on the validation photos and SELECTION of the brand's other training
-photos, redraws it from its matches there where that scores as well (`consensus`: the best
-ones' views, read back through the alignment's homography, vote its pixels; `upright`: the
-sure ones' mean pose turns it from the angle of the photo it was cut from to the angle the
-brand's photos mostly show), and takes it in place of the brand's head unless the head beats
-it on the validation photos by more than their chance (`replaces`): the labels decide, where
-a handful of photos can (a brand with no validation photo takes its mark). Its threshold is
-where an exponential fitted to the tail of its scores on the brand-less photos mining has
-(negatives and validation, about 190) lets 1 in 1000 through.
+photos, redraws it from its best matches there (`consensus`: their views, read back through
+the alignment's homography, vote its pixels) where that scores as well, and takes it in place
+of the brand's head unless the head beats it on the validation photos by more than their
+chance (`replaces`): the labels decide, where a handful of photos can (a brand with no
+validation photo takes its mark). Its threshold is where an exponential fitted to the tail
+of its scores on the brand-less photos mining has (negatives and validation, about 190) lets
+1 in 1000 through.
 """
 
 from __future__ import annotations
@@ -243,54 +242,6 @@ def consensus(mask: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray | None
     return None if got is None else got[0]
 
 
-def pose(frame: np.ndarray, shape: tuple[int, int]) -> tuple[float, np.ndarray] | None:
-    """A match's frame (the mark's pixels to the photo's) at the mark's centre, as an angle
-    (degrees) and a symmetric stretch of determinant 1 (its polar decomposition, scale taken
-    out); None where it mirrors or collapses the mark."""
-    cx, cy = shape[1] / 2, shape[0] / 2
-    pts = np.array([[cx, cy, 1.0], [cx + 1, cy, 1.0], [cx, cy + 1, 1.0]]) @ frame.T
-    xy = pts[:, :2] / pts[:, 2:]
-    jac = np.stack([xy[1] - xy[0], xy[2] - xy[0]], 1)
-    det = float(np.linalg.det(jac))
-    if not np.isfinite(det) or det <= 1e-9:
-        return None
-    u, sv, vt = np.linalg.svd(jac / np.sqrt(det))
-    r = u @ vt
-    return float(np.degrees(np.arctan2(r[1, 0], r[0, 0]))), vt.T @ np.diag(sv) @ vt
-
-
-def upright(mask: np.ndarray, frames: Sequence[np.ndarray],
-            shape: tuple[int, int] | None = None) -> np.ndarray:
-    """The mask in its matches' mean pose. A mark cut from a photo keeps that photo's angle
-    and perspective, and the search tries angles about the mask's own (`exemplar.ANGLES`):
-    a mark cut at 30 degrees misses a photo that shows it at -30. Where its matches in the
-    brand's other photos (frames: the mark's pixels to each photo's) show it at a mean angle
-    and stretch, the mask is warped by that mean (their angles' circular mean, their
-    stretches' mean), which brings it to how the brand's photos mostly show the mark; the
-    mask as it is where fewer than 3 frames give a pose. shape: the mask the frames were
-    found for, where mask is a redrawing of it in the same orientation (`consensus`)."""
-    cv2 = _cv2()
-    got = [q for f in frames if (q := pose(f, shape or mask.shape)) is not None]
-    if len(got) < 3:
-        return mask
-    a = np.radians([g[0] for g in got])
-    angle = np.arctan2(np.sin(a).mean(), np.cos(a).mean())
-    stretch = np.mean([g[1] for g in got], 0)
-    warp = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ (
-        stretch / np.sqrt(max(float(np.linalg.det(stretch)), 1e-9)))
-    h, w = mask.shape
-    corners = (np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64) - [w / 2, h / 2]) @ warp.T
-    lo, hi = corners.min(0), corners.max(0)
-    k = max(h, w) / max(float((hi - lo).max()), 1e-6)  # the same long side as before
-    m = np.hstack([k * warp, (k * (-warp @ [w / 2, h / 2] - lo))[:, None]])
-    size = (max(2, int(np.ceil(k * (hi - lo)[0]))), max(2, int(np.ceil(k * (hi - lo)[1]))))
-    out = cv2.warpAffine(mask.astype(np.float32), m, size, flags=cv2.INTER_LINEAR)
-    ys, xs = np.nonzero(out > 0.5)
-    if len(ys) == 0:
-        return mask
-    return out[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-
-
 def _reduced(img: Image.Image) -> Image.Image:
     """img with its long side at most FINE_SIDE, where the marks are mined."""
     from detector.exemplar import FINE_SIDE
@@ -410,26 +361,21 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     _, ex, s, ms = tried[i]
     c = found[i]
     info: dict[str, Any] = {"mined_from": str(read_pos[c.source][0]), "box": list(c.box)}
-    # its best matches among the selection photos vote its pixels, those that beat every
-    # brand-less one there give its pose; the photos that did not vote tell the two apart
-    found_at = [j for j, m in enumerate(ms[at:at + len(sel)]) if m is not None
-                and m.frame is not None]
-    top = sorted(found_at, key=lambda j: -s[at + j])[:VIEWS]
-    bar = max((v for v in s[at + len(sel):] if np.isfinite(v)), default=-np.inf)
-    sure = [ms[at + j].frame for j in found_at if s[at + j] > bar]
-    mark = consensus(ex.mask, views([sel[j] for j in top], [ms[at + j].frame for j in top],
-                                    ex.mask.shape)) if top else None
-    redrawn = upright(ex.mask if mark is None else mark, sure, ex.mask.shape)
-    if mark is not None or redrawn is not ex.mask:
+    # its best matches among the selection photos vote its pixels; the rest tell the two apart
+    top = sorted((j for j, m in enumerate(ms[at:at + len(sel)])
+                  if m is not None and m.frame is not None), key=lambda j: -s[at + j])[:VIEWS]
+    if top and (mark := consensus(ex.mask, views([sel[j] for j in top],
+                                                 [ms[at + j].frame for j in top],
+                                                 ex.mask.shape))) is not None:
         rest = np.array([k for k in range(len(s)) if k - at not in top])
-        other = Exemplar(redrawn)
+        other = Exemplar(mark)
         s2, _ = scored(other)
         ap_old, ap_new = (average_precision(labels[rest], v[rest]) for v in (s, s2))
-        report["redraw"] = {"views": len(top) if mark is not None else 0, "poses": len(sure),
-                            "average_precision": ap_new, "chosen_average_precision": ap_old}
+        report["consensus"] = {"views": len(top), "average_precision": ap_new,
+                               "chosen_average_precision": ap_old}
         if ap_new >= ap_old:
             ex, s = other, s2
-            info["views"] = [str(read_pos[picked[j]][0]) for j in top] if mark is not None else []
+            info["views"] = [str(read_pos[picked[j]][0]) for j in top]
     ap = average_precision(y, s[:at]) if y.any() else None  # None: no validation positive
     take, report["head_wins"] = replaces(y, s[:at], head)
     if not take:
