@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+import detector
 from bench import realistic as rl
 from bench.quality import say
 
@@ -395,6 +397,21 @@ def mined_tuning(root: Path, train_dir: Path, feed: list[Path], rows: list[Any],
     return out
 
 
+@functools.cache
+def trained_by() -> str:
+    """A digest of the `detector` package's source: a bundle a run trained is reused by a
+    later run (an interrupted one resumes) only where the code that trains it is the same."""
+    h = hashlib.sha256()
+    for p in sorted(Path(detector.__file__).parent.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def labelled_bundle(work: Path) -> Path:
+    """Where a seed's protocol (a) bundle is (`trained_by`: one per version of the code)."""
+    return work / f"bundle-labelled-{trained_by()}"
+
+
 def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
              all_brands: list[rl.Brand]) -> dict[str, Any]:
     from detector.onboard import build_training_set, load_logo, train_brand
@@ -427,7 +444,7 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
             res["seconds"] = timings
             return res
     t = time.time()
-    bundle_a = work / "bundle-labelled"
+    bundle_a = labelled_bundle(work)
     if not (bundle_a / "bundle.json").is_file():
         train_bundle(train_dir, bundle_a, config=TrainConfig(), cache_dir=cache, seed=seed)
     timings["train_labelled"] = round(time.time() - t, 1)
@@ -440,14 +457,14 @@ def run_seed(args: argparse.Namespace, seed: int, photos: list[rl.Photo],
         res["protocols"]["logo_file"] = {}
         t = time.time()
         for x in targets:
-            onb, out = work / f"onboard-{x.slug}", work / f"bundle-logo-{x.slug}"
+            onb, out = work / f"onboard-{x.slug}", work / f"bundle-logo-{x.slug}-{trained_by()}"
             logo = load_logo(rl.logo_file(x, work / f"{x.slug}.png"))
             if not (out / "bundle.json").is_file():
                 build_training_set(onb, x.slug, [logo], feed, seed=seed,
                                    n_positives=args.positives)
                 _, report = train_brand(onb, bundle_a, out, x.slug, cache_dir=cache, seed=seed)
-                (work / f"onboard-{x.slug}.json").write_text(json.dumps(report, indent=2))
-            report = json.loads((work / f"onboard-{x.slug}.json").read_text())
+                (out / "onboard-report.json").write_text(json.dumps(report, indent=2))
+            report = json.loads((out / "onboard-report.json").read_text())
             sc = score_test(out, test_dir, cache, args.workers)
             m = metrics(sc, x.slug)
             m["printed_validation_precision"] = report.get("validation_precision")
@@ -529,7 +546,7 @@ def marks_sheet(work: Path, res: dict[str, Any], all_brands: list[rl.Brand], pat
     by_slug = {b.slug: b for b in all_brands}
     tiles: list[list[Image.Image]] = []
     for seed, r in res["seeds"].items():
-        bundle_dir = work / f"seed{seed}" / "bundle-labelled"
+        bundle_dir = labelled_bundle(work / f"seed{seed}")
         if not (bundle_dir / "bundle.json").is_file():
             continue
         b = load_bundle(bundle_dir, embed=False)
