@@ -326,7 +326,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     y = np.array(job.val_labels, bool)
     head = None if job.head_scores is None else np.array(job.head_scores, np.float64)
     report: dict[str, Any] = {"candidates": [], "head_val_average_precision":
-                              None if head is None else average_precision(y, head)}
+                              None if head is None or not y.any() else average_precision(y, head)}
     _cv2().setNumThreads(1)  # one brand per core
     found = candidates([_reduced(p.img) for p in pos], [_reduced(p.img) for p in others])
     # every candidate is also scored on SELECTION of the brand's training photos (none a

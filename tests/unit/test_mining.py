@@ -161,6 +161,7 @@ def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Pa
     # no validation photo of the brand: the choice set's other photos still choose the mark
     kept, report = M.mine(M.Job(**{**job.__dict__, "val_labels": [False] * len(job.val)}))
     assert report["chosen"] == "mark" and report["val_average_precision"] is None
+    assert report["head_val_average_precision"] is None  # not NaN in bundle.json
     assert kept is not None and report["candidates"][0]["selection_average_precision"] > 0.3
 
 
