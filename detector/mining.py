@@ -11,7 +11,8 @@ the mark is met in the brand's photos alone. The strongest votes of a photo, les
 from their median, bound the mark in it; the photos whose marks have the most votes give the
 `Candidate`s. In a candidate's crop, two colour clusters (Lab, k-means) split the mark from
 its surround: the mark is the cluster the crop's border holds less of, less the parts that
-touch the border. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
+touch the border. Where that is a badge (a sticker, an app icon: a filled disc or rounded
+square), the mark inside it (`within`) is a candidate too. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
 the one with the best AP on the validation photos and SELECTION of the brand's other training
 photos, redraws it from its best matches there (`consensus`: their views, read back through
 the alignment's homography, vote its pixels) where that scores as well, and takes it in place
@@ -45,6 +46,8 @@ PAD = 0.15  # the crop's margin around the mark, share of its long side
 MIN_PART = 0.002  # mark parts under this share of the crop are noise
 GROWTH = (1.0, 1.5, 2.25, 3.4)  # the strong keypoints' box, widened in turn by these
 MAX_CUT = 0.03  # share of a crop's border the mark may cover (clutter), more is a cut mark
+BADGE = 0.9  # share of its convex hull a filled mark covers, above which it may be a badge
+BADGE_RIM = 0.04  # the badge's rim left out of `within`'s look inside, share of its side
 CANDIDATES = 3  # crops tried per brand
 NEGATIVES = 150  # brand-less photos voted against
 CALIBRATION = 60  # of them, what a candidate is calibrated on
@@ -151,6 +154,54 @@ def ink(crop: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int],
     return (None, (0, 0, w, h), share) if got is None else (*got, share)
 
 
+def within(crop: np.ndarray, mark: np.ndarray,
+           ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The mark inside `ink`'s mark where that is a badge (filled, it covers BADGE of its
+    convex hull: a disc, a rounded square, a label): two colour clusters of the pixels
+    inside it, BADGE_RIM in from its edge, and the mark the cluster its rim holds less of,
+    less the parts touching that rim; cropped to its box, and that box in crop's pixels
+    (crop: the RGB pixels under mark). None where mark is no badge or nothing is left. A
+    brand's photos show its mark on a sticker or an app icon as often as bare: the crop's
+    two clusters then split the badge from the photo, and the mark is inside."""
+    cv2 = _cv2()
+    m = (mark > 0.5).astype(np.uint8)
+    h, w = m.shape
+    if h < 12 or w < 12:
+        return None
+    flood = np.pad(m, 1)
+    cv2.floodFill(flood, None, (0, 0), 2)
+    filled = (flood[1:-1, 1:-1] != 2).astype(np.uint8)
+    ys, xs = np.nonzero(filled)
+    hull = np.zeros_like(filled)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32)), 1)
+    if filled.sum() < BADGE * hull.sum():
+        return None
+    r = max(1, round(BADGE_RIM * max(h, w)))
+    inside = cv2.erode(filled, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+    rim = inside & (1 - cv2.erode(inside, np.ones((3, 3), np.uint8)))
+    if inside.sum() < 50 or not rim.any():
+        return None
+    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)[inside.astype(bool)]
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    _, lbl, _ = cv2.kmeans(lab.astype(np.float32), 2, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+    labels = np.full((h, w), -1, np.int32)
+    labels[inside.astype(bool)] = lbl.ravel()
+    label = int(np.mean(labels[rim.astype(bool)] == 0) >= 0.5)
+    ink_ = (labels == label).astype(np.uint8)
+    n, parts, stats, _ = cv2.connectedComponentsWithStats(ink_, connectivity=8)
+    keep = np.zeros_like(ink_)
+    touching = set(np.unique(parts[rim.astype(bool)]).tolist())
+    for k in range(1, n):
+        if k not in touching and stats[k][4] >= MIN_PART * h * w:
+            keep[parts == k] = 1
+    if keep.sum() < 0.02 * inside.sum():
+        return None
+    ys, xs = np.nonzero(keep)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return keep[y0:y1, x0:x1].astype(np.float32), (x0, y0, x1, y1)
+
+
 def _inner(mark: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The parts of a 0/1 mark that neither touch its frame (a surround) nor are under
     MIN_PART of it, cropped to their box (float32), and that box; None where they cover
@@ -172,25 +223,32 @@ def _inner(mark: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | N
 
 def candidates(brand: Sequence[Image.Image], others: Sequence[Image.Image],
                n: int = CANDIDATES) -> list[Candidate]:
-    """Up to n marks cut from the brand's photos whose strong keypoints vote most."""
+    """Marks cut from the n brand photos whose strong keypoints vote most (two from one
+    photo where its mark is a badge: the badge and the mark `within` it)."""
     feats = [keypoints(img) for img in brand]
     v = votes(feats, [keypoints(img) for img in others])
     least = max(2.0, MIN_SHARE * (len(brand) - 1))
     found = sorted(((r, i) for i, ((pts, _), vi) in enumerate(zip(feats, v, strict=True))
                     if (r := region(pts, vi, least)) is not None), key=lambda t: -t[0][1])
     out: list[Candidate] = []
+    photos = 0
     for (box, support), i in found:
         rgb = np.asarray(brand[i].convert("RGB"))
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         for grow in GROWTH:  # strong keypoints sit on a mark's corners: widen until it is whole
             hw, hh = (box[2] - box[0]) * grow / 2, (box[3] - box[1]) * grow / 2
             at = (max(0, int(cx - hw)), max(0, int(cy - hh)), int(cx + hw), int(cy + hh))
-            m, (x0, y0, x1, y1), cut = ink(rgb[at[1]:at[3], at[0]:at[2]])
+            crop = rgb[at[1]:at[3], at[0]:at[2]]
+            m, (x0, y0, x1, y1), cut = ink(crop)
             if m is not None and cut <= MAX_CUT:
-                out.append(Candidate(m, i, (at[0] + x0, at[1] + y0, at[0] + x1, at[1] + y1),
-                                     support))
+                x0, y0 = at[0] + x0, at[1] + y0
+                out.append(Candidate(m, i, (x0, y0, at[0] + x1, at[1] + y1), support))
+                if (inner := within(rgb[y0:y0 + m.shape[0], x0:x0 + m.shape[1]], m)):
+                    im, (u0, v0, u1, v1) = inner
+                    out.append(Candidate(im, i, (x0 + u0, y0 + v0, x0 + u1, y0 + v1), support))
+                photos += 1
                 break
-        if len(out) == n:
+        if photos == n:
             break
     return out
 

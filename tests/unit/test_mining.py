@@ -62,6 +62,32 @@ def test_a_flat_crop_has_no_ink() -> None:
     assert M.ink(np.full((60, 60, 3), 128, np.uint8))[0] is None
 
 
+def test_a_mark_on_a_badge_is_cut_from_inside_the_badge() -> None:
+    """The crop's two clusters split a sticker from the photo; the mark is inside it."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(2)
+    crop = Image.fromarray((np.array((200, 190, 170)) + rng.normal(0, 6, (170, 150, 3)))
+                           .clip(0, 255).astype(np.uint8))
+    ImageDraw.Draw(crop).rounded_rectangle((10, 10, 140, 160), radius=18, fill=(30, 40, 90))
+    crop = _paste(crop, _logo(), (25, 25, 125, 145), (240, 200, 40))
+    rgb = np.asarray(crop)
+    badge, (x0, y0, x1, y1), _ = M.ink(rgb)
+    assert badge is not None and iou((x0, y0, x1, y1), (10, 10, 141, 161)) > 0.9
+    got = M.within(rgb[y0:y1, x0:x1], badge)
+    assert got is not None
+    m, (u0, v0, u1, v1) = got
+    assert iou((x0 + u0, y0 + v0, x0 + u1, y0 + v1), _ink_box((25, 25, 125, 145))) > 0.85
+    want = np.asarray(_logo().getchannel("A").resize((100, 120)), np.float32) > 127
+    want = want[np.ix_(want.any(1), want.any(0))]
+    h, w = min(m.shape[0], want.shape[0]), min(m.shape[1], want.shape[1])
+    assert ((m[:h, :w] > 0.5) == want[:h, :w]).mean() > 0.9
+    # the bare mark is no badge: nothing is looked for inside it
+    bare = M.ink(np.asarray(_paste(Image.fromarray(np.full((150, 130, 3), 200, np.uint8)),
+                                   _logo(), (15, 15, 115, 135), (20, 20, 20))))[0]
+    assert bare is not None and M.within(np.zeros((*bare.shape, 3), np.uint8), bare) is None
+
+
 def test_the_photos_of_a_brand_vote_for_its_mark_not_for_their_backgrounds() -> None:
     brand, boxes = _posts(10, 3)
     # the brand-less photos are drawn from the same backgrounds (crops of the same six
