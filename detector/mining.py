@@ -12,15 +12,15 @@ from their median, bound the mark in it; the photos whose marks have the most vo
 `Candidate`s. In a candidate's crop, two colour clusters (Lab, k-means) split the mark from
 its surround: the mark is the cluster the crop's border holds less of, less the parts that
 touch the border. Where that is a badge (a sticker, an app icon: a filled disc or rounded
-square), the mark inside it (`within`) is a candidate too. `logos_from_photos` calibrates each candidate as a logo file would be, keeps
-the one with the best AP on the validation photos and SELECTION of the brand's other training
-photos, redraws it from its best matches there (`consensus`: their views, read back through
-the alignment's homography, vote its pixels) where that scores as well, and takes it in place
-of the brand's head unless the head beats it on the validation photos by more than their
-chance (`replaces`): the labels decide, where a handful of photos can (a brand with no
-validation photo takes its mark). Its threshold is where an exponential fitted to the tail
-of its scores on the brand-less photos mining has (negatives and validation, about 190) lets
-1 in 1000 through.
+square), the mark inside it (`within`) is a candidate too. `logos_from_photos` calibrates
+each candidate as a logo file would be, keeps the one with the best AP on the validation
+photos and SELECTION of the brand's other training photos, redraws it from its best matches
+there (`consensus`: their views, read back through the alignment's homography, vote its
+pixels) where that scores as well, and takes it in place of the brand's head unless the head
+beats it on the validation photos by more than their chance (`replaces`): the labels decide,
+where a handful of photos can (a brand with no validation photo takes its mark). Its
+threshold is where an exponential fitted to the tail of its scores on the brand-less photos
+mining has (negatives and validation, about 190) lets 1 in 1000 through.
 """
 
 from __future__ import annotations
