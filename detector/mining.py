@@ -132,6 +132,15 @@ def region(pts: np.ndarray, v: np.ndarray, min_votes: float = 2.0,
             float(v[strong].sum()))
 
 
+def _two_colours(lab: np.ndarray) -> np.ndarray:
+    """0/1 per row of lab (N x 3 Lab pixels): two k-means clusters, the same each run."""
+    cv2 = _cv2()
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    _, lbl, _ = cv2.kmeans(lab.astype(np.float32), 2, None, crit, 3, cv2.KMEANS_PP_CENTERS)
+    return lbl.ravel()
+
+
 def ink(crop: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int], float]:
     """The mark in an RGB crop around it (float32 0..1 cropped to its ink, or None), its box
     in the crop and the share of the crop's border it covers: of two Lab colour clusters, the
@@ -142,11 +151,8 @@ def ink(crop: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int],
     h, w = crop.shape[:2]
     if h < 8 or w < 8:
         return None, (0, 0, w, h), 1.0
-    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB).reshape(-1, 3)
-    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    cv2.setRNGSeed(0)
-    _, lbl, _ = cv2.kmeans(lab.astype(np.float32), 2, None, crit, 3, cv2.KMEANS_PP_CENTERS)
-    lbl = lbl.reshape(h, w)
+    lbl = _two_colours(cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)
+                       .reshape(-1, 3)).reshape(h, w)
     border = np.concatenate([lbl[0], lbl[-1], lbl[:, 0], lbl[:, -1]])
     label = int(np.mean(border == 0) >= 0.5)
     share = float(np.mean(border == label))
@@ -181,12 +187,9 @@ def within(crop: np.ndarray, mark: np.ndarray,
     rim = inside & (1 - cv2.erode(inside, np.ones((3, 3), np.uint8)))
     if inside.sum() < 50 or not rim.any():
         return None
-    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)[inside.astype(bool)]
-    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    cv2.setRNGSeed(0)
-    _, lbl, _ = cv2.kmeans(lab.astype(np.float32), 2, None, crit, 3, cv2.KMEANS_PP_CENTERS)
     labels = np.full((h, w), -1, np.int32)
-    labels[inside.astype(bool)] = lbl.ravel()
+    labels[inside.astype(bool)] = _two_colours(
+        cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)[inside.astype(bool)])
     label = int(np.mean(labels[rim.astype(bool)] == 0) >= 0.5)
     ink_ = (labels == label).astype(np.uint8)
     n, parts, stats, _ = cv2.connectedComponentsWithStats(ink_, connectivity=8)
