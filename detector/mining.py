@@ -184,40 +184,33 @@ def within(crop: np.ndarray, mark: np.ndarray,
         return None
     r = max(1, round(BADGE_RIM * max(h, w)))
     inside = cv2.erode(filled, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
-    rim = inside & (1 - cv2.erode(inside, np.ones((3, 3), np.uint8)))
+    rim = (inside & (1 - cv2.erode(inside, np.ones((3, 3), np.uint8)))).astype(bool)
     if inside.sum() < 50 or not rim.any():
         return None
+    inside = inside.astype(bool)
     labels = np.full((h, w), -1, np.int32)
-    labels[inside.astype(bool)] = _two_colours(
-        cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)[inside.astype(bool)])
-    label = int(np.mean(labels[rim.astype(bool)] == 0) >= 0.5)
-    ink_ = (labels == label).astype(np.uint8)
-    n, parts, stats, _ = cv2.connectedComponentsWithStats(ink_, connectivity=8)
-    keep = np.zeros_like(ink_)
-    touching = set(np.unique(parts[rim.astype(bool)]).tolist())
-    for k in range(1, n):
-        if k not in touching and stats[k][4] >= MIN_PART * h * w:
-            keep[parts == k] = 1
-    if keep.sum() < 0.02 * inside.sum():
-        return None
-    ys, xs = np.nonzero(keep)
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    return keep[y0:y1, x0:x1].astype(np.float32), (x0, y0, x1, y1)
+    labels[inside] = _two_colours(
+        cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)[inside])
+    label = int(np.mean(labels[rim] == 0) >= 0.5)
+    return _inner((labels == label).astype(np.uint8), rim, float(inside.sum()))
 
 
-def _inner(mark: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """The parts of a 0/1 mark that neither touch its frame (a surround) nor are under
-    MIN_PART of it, cropped to their box (float32), and that box; None where they cover
-    under 2 % of the frame."""
+def _inner(mark: np.ndarray, rim: np.ndarray | None = None, whole: float | None = None,
+           ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The parts of a 0/1 mark that neither touch rim (bool, its shape; by default the
+    frame's outer pixels: a surround) nor are under MIN_PART of the frame, cropped to their
+    box (float32), and that box; None where they cover under 2 % of whole (pixels; by
+    default the frame's)."""
     cv2 = _cv2()
     h, w = mark.shape
+    if rim is None:
+        rim = np.zeros((h, w), bool)
+        rim[0], rim[-1], rim[:, 0], rim[:, -1] = True, True, True, True
     n, parts, stats, _ = cv2.connectedComponentsWithStats(mark, connectivity=8)
-    keep = np.zeros_like(mark)
-    for k in range(1, n):
-        x, y, bw, bh, area = stats[k]
-        if x > 0 and y > 0 and x + bw < w and y + bh < h and area >= MIN_PART * h * w:
-            keep[parts == k] = 1
-    if keep.sum() < 0.02 * h * w:
+    touching = set(np.unique(parts[rim]).tolist())
+    kept = [k for k in range(1, n) if k not in touching and stats[k][4] >= MIN_PART * h * w]
+    keep = np.isin(parts, kept).astype(np.uint8)
+    if keep.sum() < 0.02 * (h * w if whole is None else whole):
         return None
     ys, xs = np.nonzero(keep)
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
