@@ -99,6 +99,10 @@ def votes(brand: list[tuple[np.ndarray, np.ndarray]],
     descs = [d for _, d in brand] + [d for _, d in others]
     owner = np.concatenate([np.full(len(d), i) for i, d in enumerate(descs)]).astype(np.int64)
     index = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
+    # the k-d trees are split at random by OpenCV's shared RNG, which _two_colours reseeds
+    # and advances: reset it, so a brand's votes do not hang on what this process did before
+    # (0 is the RNG's state at start: the first brand of a fresh process keeps its votes)
+    cv2.setRNGSeed(0)
     index.add([np.concatenate(descs).astype(np.float32)])
     index.train()
     weight = len(brand) / max(len(others), 1)

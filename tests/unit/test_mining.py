@@ -100,6 +100,21 @@ def test_the_photos_of_a_brand_vote_for_its_mark_not_for_their_backgrounds() -> 
         assert 0.8 < c.mask.shape[0] / c.mask.shape[1] * 151 / 181 < 1.25  # the bolt's aspect
 
 
+def test_a_brands_votes_do_not_hang_on_what_the_process_drew_at_random_before() -> None:
+    """OpenCV's k-d trees split at random from its shared RNG, which the colour k-means also
+    draws on: the votes of one brand are the same after any other work in the process."""
+    import cv2  # type: ignore[import-not-found]
+
+    brand, _ = _posts(10, 3)
+    feats = [M.keypoints(p) for p in brand]
+    others = [M.keypoints(_photo(s)) for s in range(300, 318)]
+    first = M.votes(feats, others)
+    cv2.setRNGSeed(12345)  # what an earlier brand's k-means leaves behind
+    cv2.randu(np.zeros((100, 1), np.float32), 0, 1)
+    again = M.votes(feats, others)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
 def _job(tmp_path: Path, head_scores: list[float] | None) -> M.Job:
     def save(imgs: list[Image.Image], name: str) -> list[Path]:
         out = []
