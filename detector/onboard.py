@@ -376,7 +376,8 @@ def train_brand(
     tiles = TileSpec(t["grid"], t["overlap"]) if t else None
     cfg = TrainConfig(augment=augment, flip=False, tiles=tiles, tile_negatives=tiles is not None,
                       threshold_policy=f"precision>={precision}", seed=seed,
-                      validation_pct=validation_pct, test_pct=0.0, search=True)
+                      validation_pct=validation_pct, test_pct=0.0, search=True,
+                      marks=False)  # a head, always: renders of the logo are no photos to mine
 
     def train(exclude: list[Path], backbone: Any = None) -> Path:
         kept = [e for e in examples if e.path not in set(exclude)]
