@@ -13,7 +13,7 @@ from importlib import metadata
 from typing import Any
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "kafka-python", "sqlalchemy",
-            "psycopg2-binary", "requests", "psutil")
+            "psycopg2-binary", "requests", "psutil", "opencv-python-headless")
 
 
 def _cpu_model() -> str:

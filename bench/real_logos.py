@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 import detector
+from bench import machine
 from bench import realistic as rl
 from bench.quality import say
 
@@ -655,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
              "photo_packages": rl.PHOTO_PACKAGES, "test_pct": rl.TEST_PCT}
     say(f"[real-logos] {setup['photos']} photos in {setup['photo_groups']} groups "
         f"({setup['test_groups']} on the test side), {setup['marks']} marks")
-    res: dict[str, Any] = {"setup": setup, "seeds": {}}
+    # the machine too: mining's marks, and so a brand's number, can differ from one CPU to
+    # another (docs/benchmarks.md, "mining made deterministic")
+    res: dict[str, Any] = {"setup": setup, "machine": machine.describe(), "seeds": {}}
     for seed in seeds:
         res["seeds"][str(seed)] = (tuning_seed if args.tuning else run_seed)(
             args, seed, photos, all_brands)
