@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="brands at once (default 2)")
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
+    if args.workers < 1 or args.negatives < 1:
+        p.error("--workers and --negatives take a positive integer")
     try:
         run = json.loads(Path(args.run).read_text())
         seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
@@ -91,28 +93,32 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         p.error(f"{args.run}: not a bench.real_logos run with seeds {args.seeds} ({exc})")
     work = Path(args.work)
-    with ProcessPoolExecutor(args.workers,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        found = list(pool.map(_one, [(work, s, b, args.negatives) for s, b in todo]))
+    for s in seeds:
+        if not (work / f"seed{s}" / "test" / "truth.csv").is_file():
+            p.error(f"{work}/seed{s}: no test side there (run python -m bench.real_logos first)")
     res: dict[str, Any] = {"run": args.run, "negatives": args.negatives, "brands": {}}
     chosen, best, sel_all, test_all = [], [], [], []
-    for (seed, brand), cands in zip(todo, found, strict=True):
-        rep = run["seeds"][str(seed)]["labelled_validation"][brand]["mark"]["candidates"]
-        if [c["box"] for c in rep] != [c["box"] for c in cands]:
-            say(f"[mining-choice] seed {seed} {brand}: the candidates differ from the run's "
-                "(another machine or another detector/): their choice-set APs do not apply")
-            continue
-        sel = [c["selection_average_precision"] for c in rep]
-        test = [c["test_average_precision"] for c in cands]
-        i = int(np.argmax(sel))  # mine's choice: the first of a tie
-        chosen.append(test[i])
-        best.append(max(test))
-        sel_all += sel
-        test_all += test
-        res["brands"][f"{seed}/{brand}"] = {"selection": sel, "test": test, "kept": i}
-        say(f"[mining-choice] seed {seed} {brand}: choice-set AP "
-            f"{' '.join(f'{v:.2f}' for v in sel)}, test AP {' '.join(f'{v:.2f}' for v in test)}"
-            f", kept {i}")
+    say(f"[mining-choice] {len(todo)} brands, {args.workers} at once (minutes each)")
+    pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+    with pool:  # each brand reported as it ends, in order
+        found = pool.map(_one, [(work, s, b, args.negatives) for s, b in todo])
+        for (seed, brand), cands in zip(todo, found, strict=True):
+            rep = run["seeds"][str(seed)]["labelled_validation"][brand]["mark"]["candidates"]
+            if [c["box"] for c in rep] != [c["box"] for c in cands]:
+                say(f"[mining-choice] seed {seed} {brand}: the candidates differ from the run's "
+                    "(another machine or another detector/): their choice-set APs do not apply")
+                continue
+            sel = [c["selection_average_precision"] for c in rep]
+            test = [c["test_average_precision"] for c in cands]
+            i = int(np.argmax(sel))  # mine's choice: the first of a tie
+            chosen.append(test[i])
+            best.append(max(test))
+            sel_all += sel
+            test_all += test
+            res["brands"][f"{seed}/{brand}"] = {"selection": sel, "test": test, "kept": i}
+            say(f"[mining-choice] seed {seed} {brand}: choice-set AP "
+                f"{' '.join(f'{v:.2f}' for v in sel)}, test AP {' '.join(f'{v:.2f}' for v in test)}"
+                f", kept {i}")
     if chosen:
         res["summary"] = {
             "brands": len(chosen), "kept_mean": float(np.mean(chosen)),
