@@ -538,8 +538,8 @@ def chart(res: dict[str, Any], path: Path) -> None:
 def marks_sheet(work: Path, res: dict[str, Any], all_brands: list[rl.Brand], path: Path,
                 px: int = 160) -> None:
     """Protocol (a)'s marks: per seed and brand, the brand's true mark, the photo crop
-    `logowatch train` mined it from and the silhouette it kept (or "head kept"), so a reader
-    sees what the labels alone gave the matcher."""
+    `logowatch train` mined it from, the silhouette it kept (or "head kept") and the second
+    one where it kept two, so a reader sees what the labels alone gave the matcher."""
     from PIL import Image, ImageDraw
 
     from detector.bundle import load_bundle
@@ -560,11 +560,13 @@ def marks_sheet(work: Path, res: dict[str, Any], all_brands: list[rl.Brand], pat
                     photo = im.convert("RGB")
                 photo.thumbnail((800, 800))
                 row.append(photo.crop(tuple(info["box"])))
-                m = b.logos[slug].exemplars[0].mask
-                row.append(Image.fromarray((m * 255).astype(np.uint8)).convert("RGB"))
+                row += [Image.fromarray((e.mask * 255).astype(np.uint8)).convert("RGB")
+                        for e in b.logos[slug].exemplars[:2]]
             else:
-                row += [Image.new("RGB", (px, px), "white")] * 2
+                row.append(Image.new("RGB", (px, px), "white"))
+                row.append(Image.new("RGB", (px, px), "white"))
                 ImageDraw.Draw(row[-1]).text((8, px // 2), "head kept", fill="black")
+            row += [Image.new("RGB", (px, px), "white")] * (4 - len(row))  # no second mark
             for i, t in enumerate(row):
                 t = t.copy()
                 t.thumbnail((px - 8, px - 8))
@@ -574,7 +576,7 @@ def marks_sheet(work: Path, res: dict[str, Any], all_brands: list[rl.Brand], pat
                                           fill="red")
                 row[i] = cell
             tiles.append(row)
-    out = Image.new("RGB", (3 * px, px * max(1, len(tiles))), "white")
+    out = Image.new("RGB", (4 * px, px * max(1, len(tiles))), "white")
     for y, row in enumerate(tiles):
         for x, t in enumerate(row):
             out.paste(t, (x * px, y * px))

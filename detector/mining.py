@@ -60,6 +60,7 @@ VIEW_SIDE = 96  # px of the mark's long side in the frame the views are read in
 VIEW_PAD = 0.25  # that frame's margin around the mark, share of its long side
 BOOTSTRAP = 1000  # resamples of the validation photos that compare a mark with a head
 HEAD_CONFIDENCE = 0.95  # share of them a head must win to stay (`replaces`)
+PAIR_GAIN = 0.02  # selection AP a second mark must add (the best of the two) to be kept too
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,20 @@ def _reduced(img: Image.Image) -> Image.Image:
     return out
 
 
+def partner(y: np.ndarray, kept: np.ndarray, others: Sequence[np.ndarray | None],
+            ) -> tuple[int, float] | None:
+    """(index, AP gained) of the candidate among others (scores of the same photos; None:
+    not one) whose best with the kept mark's scores ranks y best, where it gains at least
+    PAIR_GAIN over the kept mark alone: a brand shown two ways (a badge and the mark inside
+    it, a symbol and its wordmark) is then searched both ways, each photo by its better."""
+    base = average_precision(y, kept)
+    gains = [(average_precision(y, np.maximum(kept, o)) - base, j)
+             for j, o in enumerate(others) if o is not None]
+    if not gains or (best := max(gains))[0] < PAIR_GAIN:
+        return None
+    return best[1], best[0]
+
+
 def tail_threshold(scores: Sequence[float], rate: float = FALSE_RATE) -> float:
     """The score a share `rate` of brand-less images would exceed, from a few hundred of
     their scores: an exponential fitted to the top TAIL of them (the peaks-over-threshold
@@ -420,6 +435,7 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
     c = found[i]
     info: dict[str, Any] = {"mined_from": str(read_pos[c.source][0]), "box": list(c.box)}
     # its best matches among the selection photos vote its pixels; the rest tell the two apart
+    rest = np.arange(len(s))  # the photos that did not vote the kept mark's pixels
     top = sorted((j for j, m in enumerate(ms[at:at + len(sel)])
                   if m is not None and m.frame is not None), key=lambda j: -s[at + j])[:VIEWS]
     if top and (mark := consensus(ex.mask, views([sel[j] for j in top],
@@ -434,6 +450,23 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
         if ap_new >= ap_old:
             ex, s = other, s2
             info["views"] = [str(read_pos[picked[j]][0]) for j in top]
+    # a second candidate is kept beside it where the best of the two ranks the selection
+    # photos better: a brand shown two ways (a badge and the mark inside it, a symbol and its
+    # wordmark) is searched both ways; its consensus is not redrawn
+    exs = [ex]
+    if (pair := partner(labels[rest], s[rest], [t[2][rest] if j != i else None
+                                                  for j, t in enumerate(tried)])) is not None:
+        j, gain = pair
+        exs.append(tried[j][1])
+        s = np.maximum(s, tried[j][2])
+        info["also"] = {"mined_from": str(read_pos[found[j].source][0]),
+                        "box": list(found[j].box)}
+        report["second"] = {"candidate": j, "gain": gain}
+
+    def best(p: Any) -> float | None:
+        got = [m.score for e in exs if (m := e.search(p)) is not None]
+        return max(got) if got else None
+
     ap = average_precision(y, s[:at]) if y.any() else None  # None: no validation positive
     take, report["head_wins"] = replaces(y, s[:at], head)
     if not take:
@@ -441,12 +474,11 @@ def mine(job: Job) -> tuple[Any, dict[str, Any]]:
         return None, report
     # the threshold from every brand-less photo at hand: the calibration's, the other
     # negatives and the validation photos without the brand (the report keeps their scores)
-    cal = [m.score for p in neg if (m := ex.search(p)) is not None]
+    cal = [v for p in neg if (v := best(p)) is not None]
     free = [float(v) for v in s[at + len(sel):] if np.isfinite(v)]
-    free += [m.score for p in others[CALIBRATION + len(sel_neg):]
-             if (m := ex.search(p)) is not None]
+    free += [v for p in others[CALIBRATION + len(sel_neg):] if (v := best(p)) is not None]
     free += [float(v) for v, yy in zip(s[:at], y, strict=True) if not yy and np.isfinite(v)]
-    logo = BrandLogo([ex], tail_threshold(cal + free), {
+    logo = BrandLogo(exs, tail_threshold(cal + free), {
         **info, "calibration_images": len(neg), "threshold_images": len(cal) + len(free),
         "val_average_precision": ap})
     report.update(chosen="mark", val_average_precision=ap, threshold=logo.threshold,

@@ -399,6 +399,22 @@ def test_brands_searched_in_one_shared_photo_score_as_if_searched_alone(
     assert set(photo._reduced) == {min(1.0, X.COARSE_CAP / s) for s in sizes}
 
 
+def test_a_brand_shown_two_ways_is_found_by_either_mark_and_keeps_both_in_its_doc(
+    brand_logo: X.BrandLogo,
+) -> None:
+    triangle, _ = X.BrandLogo.calibrated([_logo("triangle")], [_photo(s) for s in range(10, 14)])
+    both = X.BrandLogo([*brand_logo.exemplars, *triangle.exemplars], brand_logo.threshold)
+    photo = _photo(3)
+    tri_box = (120, 100, 200, 180)
+    shown = _paste(photo, _logo("triangle"), tri_box, _seen(photo, tri_box))
+    score, box = both.find(shown)  # the triangle: the second mark's find
+    assert box is not None and iou(box, tri_box) >= 0.5
+    assert score > 0.5 > brand_logo.find(shown)[0]  # called present by the triangle alone
+    assert both.find(_with_mark()) == brand_logo.find(_with_mark())  # the bolt: the first's
+    again = X.BrandLogo.from_doc(*both.to_doc())
+    assert len(again.exemplars) == 2 and again.find(shown) == both.find(shown)
+
+
 def _heads_bundle(path: Path, brands: list[str]) -> Path:
     from detector.bundle import Heads, save_bundle
 

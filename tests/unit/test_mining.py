@@ -187,6 +187,23 @@ def test_a_head_stays_only_where_it_beats_the_mark_beyond_the_validation_photos_
     assert M.replaces(np.zeros(190, bool), ranked, buried) == (True, 0.0)  # nothing tells
 
 
+def test_a_second_mark_is_kept_only_where_it_finds_what_the_first_misses() -> None:
+    y = np.r_[np.ones(10, bool), np.zeros(40, bool)]
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 1, len(y))
+    symbol = noise + 10 * np.r_[np.ones(5), np.zeros(45)]  # finds half the brand's photos
+    wordmark = rng.normal(0, 1, len(y)) + 10 * np.r_[np.zeros(5), np.ones(5), np.zeros(40)]
+    same = symbol + rng.normal(0, 0.01, len(y))  # the kept mark again, cut a little apart
+    assert M.average_precision(y, np.maximum(symbol, wordmark)) > 0.99
+    j, gain = M.partner(y, symbol, [same, None, wordmark])
+    assert j == 2  # the other half of the brand, found by the other mark
+    assert gain == pytest.approx(1 - M.average_precision(y, symbol), abs=0.01) and gain > 0.1
+    assert M.partner(y, symbol, [same, None]) is None  # nothing new: one search suffices
+    assert M.partner(y, symbol, []) is None
+    full = noise + 10 * y  # every positive first already: nothing left to gain
+    assert M.partner(y, full, [wordmark]) is None
+
+
 def test_a_mark_mined_from_a_folder_finds_the_brand_in_other_photos(tmp_path: Path) -> None:
     job = _job(tmp_path, head_scores=[0.9, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1])
     logo, report = M.mine(job)
