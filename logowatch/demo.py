@@ -261,8 +261,8 @@ def _summary(database_url: str, bundle: Any) -> None:
 REALISTIC = ("this feed is drawn by detector.synth, the easy case. On real brand marks in "
              "photographs training never saw, the demo's recipe (heads only) measures mean AP "
              "0.10 (chance 0.05); `logowatch train` with its defaults (marks mined from the "
-             "photos) 0.68 and `brands add --logo` 0.72, at precision 1.00 and recall "
-             "0.14-0.39: see docs/benchmarks.md, 'Detector quality on real marks in "
+             "photos) 0.70 and `brands add --logo` 0.72, at precision 1.00 and recall "
+             "0.14-0.44: see docs/benchmarks.md, 'Detector quality on real marks in "
              "photographs'")
 
 
